@@ -1,0 +1,304 @@
+"""The run configuration: one typed schema shared by the YAML files, the CLI and the Python API.
+
+A run is ``RunConfig(data, model, train, out)``. YAML files and ``--set section.key=value`` overrides are checked
+against the dataclasses below: an unknown key is refused with the closest valid key as a suggestion, and values are
+coerced to the declared type (so ``--set train.lr=3e-4`` works) or refused with a sentence naming the key.
+
+The estimator :class:`transferkit.TransferClassifier` takes the fields of :class:`ModelConfig` and
+:class:`TrainConfig` as its (flat) hyperparameters, which is what makes ``sklearn.base.clone`` work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    """Where the data is and how it is split."""
+
+    name: str | None = None  # a built-in data set (transferkit datasets lists them)
+    path: str | None = None  # an image folder, or a CSV/TSV/JSONL file
+    text_column: str = "text"
+    label_column: str = "label"
+    val_fraction: float = 0.1  # for sources without their own val split
+    test_fraction: float = 0.2  # for sources without their own test split
+    split_seed: int = 0
+    train_size: int | None = None  # keep at most this many training examples (stratified, seeded)
+    per_class: int | None = None  # keep exactly k training examples per class (few-shot)
+
+
+@dataclass
+class ModelConfig:
+    """The source model, the new head and the transfer method."""
+
+    backbone: str = "mobilenet_v2.imagenet"
+    weights: str | None = None  # a local weights file (.safetensors, or a torch state dict) for the backbone
+    pretrained: bool = True  # False: same architecture, random initialisation
+    method: str = "finetune"
+    method_params: dict[str, Any] = field(default_factory=dict)
+    head: str = "linear"  # linear | mlp
+    head_hidden: int = 512
+    head_dropout: float = 0.0
+    image_size: int | None = None  # None: the backbone's own input size
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation recipe, shared by every method that trains through the loop."""
+
+    epochs: int = 3
+    batch_size: int = 64
+    lr: float = 1e-3
+    head_lr_scale: float = 10.0  # the new head learns this many times faster than the backbone
+    optimizer: str = "adamw"  # adamw | sgd
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"  # cosine | plateau | constant
+    warmup_fraction: float = 0.05  # share of all steps spent warming up linearly
+    freeze_blocks: int = 0  # keep the first k backbone blocks frozen
+    head_epochs: int = 1  # freeze-unfreeze: epochs with only the head training
+    layer_decay: float = 1.0  # per-block LR multiplier, counted down from the top block (1.0: off)
+    label_smoothing: float = 0.0
+    augment: str = "none"  # none | light | standard
+    grad_clip: float | None = 1.0
+    early_stopping: int | None = None  # patience in epochs on `monitor`; None: off
+    monitor: str = "val_accuracy"  # val_accuracy | val_macro_f1 | val_loss
+    mixed_precision: str = "auto"  # auto | no | fp16 | bf16
+    device: str = "auto"  # auto | cpu | cuda
+    seed: int = 0
+    deterministic: bool = True
+    num_workers: int = 0
+    progress: bool = True
+
+
+@dataclass
+class RunConfig:
+    """Everything one ``transferkit fit`` needs."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    out: str = "runs/latest"
+    overwrite: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "config") -> RunConfig:
+        return _build(cls, d, where)
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+
+CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("model", "head"): ("linear", "mlp"),
+    ("train", "optimizer"): ("adamw", "sgd"),
+    ("train", "schedule"): ("cosine", "plateau", "constant"),
+    ("train", "augment"): ("none", "light", "standard"),
+    ("train", "monitor"): ("val_accuracy", "val_macro_f1", "val_loss"),
+    ("train", "mixed_precision"): ("auto", "no", "fp16", "bf16"),
+    ("train", "device"): ("auto", "cpu", "cuda"),
+}
+
+
+def hyperparameter_names() -> list[str]:
+    """The flat estimator hyperparameters: every field of ModelConfig and TrainConfig."""
+    return [f.name for f in dataclasses.fields(ModelConfig)] + [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+def split_hyperparameters(params: dict[str, Any]) -> tuple[ModelConfig, TrainConfig]:
+    """Turn flat estimator keyword arguments into a validated (ModelConfig, TrainConfig) pair."""
+    model_keys = {f.name for f in dataclasses.fields(ModelConfig)}
+    train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
+    m: dict[str, Any] = {}
+    t: dict[str, Any] = {}
+    for k, v in params.items():
+        if k in model_keys:
+            m[k] = v
+        elif k in train_keys:
+            t[k] = v
+        else:
+            raise ConfigError(f"Unknown hyperparameter '{k}'{_suggest(k, model_keys | train_keys)}.")
+    return _build(ModelConfig, m, "model"), _build(TrainConfig, t, "train")
+
+
+def load_yaml(path: str | Path) -> RunConfig:
+    """Read a YAML run configuration and validate it."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"Config file '{p}' does not exist; check the path.")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"Config file '{p}' is not valid YAML{where}; fix the syntax and try again.") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"Config file '{p}' must hold a mapping of sections (data, model, train, out).")
+    return _build(RunConfig, raw, p.name)
+
+
+def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
+    """Apply ``section.key=value`` strings (values parsed as YAML scalars) and re-validate."""
+    import yaml
+
+    d = cfg.to_dict()
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"Override '{item}' must look like section.key=value (e.g. train.lr=3e-4).")
+        key, _, value = item.partition("=")
+        parts = key.strip().split(".")
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            parsed = value
+        node: Any = d
+        valid_top = set(d)
+        for i, part in enumerate(parts[:-1]):
+            if not isinstance(node, dict) or part not in node or not isinstance(node[part], dict):
+                opts = valid_top if i == 0 else set(node) if isinstance(node, dict) else set()
+                raise ConfigError(f"Unknown config key '{'.'.join(parts[: i + 1])}'{_suggest(part, opts)}.")
+            node = node[part]
+        last = parts[-1]
+        if not isinstance(node, dict) or (last not in node and not _is_free_dict(parts)):
+            opts = set(node) if isinstance(node, dict) else set()
+            raise ConfigError(f"Unknown config key '{key}'{_suggest(last, opts, prefix='.'.join(parts[:-1]))}.")
+        node[last] = parsed
+    return _build(RunConfig, d, "--set")
+
+
+def _is_free_dict(parts: list[str]) -> bool:
+    return len(parts) == 3 and parts[0] == "model" and parts[1] == "method_params"
+
+
+def _suggest(key: str, options: set[str] | list[str], prefix: str = "") -> str:
+    close = difflib.get_close_matches(key, sorted(options), n=1, cutoff=0.5)
+    if close:
+        full = f"{prefix}.{close[0]}" if prefix else close[0]
+        return f"; did you mean '{full}'?"
+    if options:
+        return f"; valid keys are: {', '.join(sorted(options))}"
+    return ""
+
+
+def _build(cls: type, raw: dict[str, Any], where: str, path: str = "") -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"'{path or where}' must be a mapping of keys to values.")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        full = f"{path}.{key}" if path else str(key)
+        if key not in fields:
+            prefix = path
+            raise ConfigError(f"Unknown config key '{full}' in {where}{_suggest(str(key), set(fields), prefix)}.")
+        hint = hints[key]
+        sub = _dataclass_in(hint)
+        if sub is not None:
+            kwargs[key] = value if isinstance(value, sub) else _build(sub, value or {}, where, full)
+        else:
+            kwargs[key] = _coerce(value, hint, full)
+    obj = cls(**kwargs)
+    section = path.split(".")[0] if path else ""
+    for (sec, name), allowed in CHOICES.items():
+        if sec == section and hasattr(obj, name) and getattr(obj, name) not in allowed:
+            raise ConfigError(
+                f"'{sec}.{name}' is '{getattr(obj, name)}' but must be one of: {', '.join(allowed)}."
+            )
+    if cls is DataConfig or cls is TrainConfig or cls is ModelConfig:
+        _check_ranges(obj, section or cls.__name__.replace("Config", "").lower())
+    return obj
+
+
+def _check_ranges(obj: Any, section: str) -> None:
+    positive = {"epochs", "batch_size", "head_hidden", "image_size", "train_size", "per_class"}
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if f.name in positive and v is not None and v <= 0:
+            raise ConfigError(f"'{section}.{f.name}' must be a positive number, not {v}.")
+    for name in ("val_fraction", "test_fraction", "warmup_fraction", "head_dropout", "label_smoothing"):
+        v = getattr(obj, name, None)
+        if v is not None and not 0.0 <= v < 1.0:
+            raise ConfigError(f"'{section}.{name}' must be in [0, 1), not {v}.")
+    if getattr(obj, "lr", 1.0) <= 0:
+        raise ConfigError(f"'{section}.lr' must be positive, not {obj.lr}.")
+
+
+def _dataclass_in(hint: Any) -> type | None:
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        return hint
+    return None
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ConfigError as e:
+                errors.append(e)
+        raise errors[0]
+    if hint is Any:
+        return value
+    if origin is dict or hint is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"'{key}' must be a mapping (key: value), not {value!r}.")
+        return dict(value)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ConfigError(f"'{key}' must be true or false, not {value!r}.")
+    if hint is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"'{key}' must be a whole number, not {value!r}.")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"'{key}' must be a whole number, not {value!r}.")
+    if hint is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"'{key}' must be a number, not {value!r}.")
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"'{key}' must be a number, not {value!r}.")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"'{key}' must be a text value, not {value!r}.")
+    return value
