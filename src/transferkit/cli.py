@@ -1,0 +1,192 @@
+"""The command line: a thin layer over the Python API and the one config schema.
+
+    transferkit fit CONFIG.yaml [--set train.lr=3e-4 ...] [--resume] [--overwrite]
+    transferkit fit --data animal-mnist --backbone mobilenet_v2.imagenet --method finetune --out runs/animal
+    transferkit evaluate RUN DATA [--split test]
+    transferkit predict RUN PATH [PATH ...] [--out predictions.csv]
+    transferkit datasets | backbones | methods
+
+Heavy libraries (torch, transformers) are imported only inside the commands, so ``--help`` answers at once. A user
+error prints one sentence and exits with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .errors import TransferkitError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="transferkit", description="Transfer learning on PyTorch, offline and honest.")
+    p.add_argument("--version", action="version", version=f"transferkit {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    f = sub.add_parser("fit", help="train a model and write a run folder")
+    f.add_argument("config", nargs="?", help="a YAML run configuration (optional)")
+    f.add_argument("--data", help="a built-in data set name, an image folder, or a CSV/TSV/JSONL file")
+    f.add_argument("--backbone", help="a backbone name (see `transferkit backbones`)")
+    f.add_argument("--method", help="a method name (see `transferkit methods`)")
+    f.add_argument("--epochs", type=int, help="number of epochs")
+    f.add_argument("--out", help="the run folder to write")
+    f.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.lr=3e-4 (repeatable)")
+    f.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    f.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+
+    e = sub.add_parser("evaluate", help="evaluate a finished run on labelled data")
+    e.add_argument("run", help="a run folder (or a folder written by save())")
+    e.add_argument("data", help="a built-in data set name, an image folder, or a CSV/TSV/JSONL file")
+    e.add_argument("--split", default="test", choices=["train", "val", "test"], help="which split (default test)")
+    e.add_argument("--out", help="also write the metrics to this JSON file")
+
+    pr = sub.add_parser("predict", help="predict classes of image files/folders (or a text file, one per line)")
+    pr.add_argument("run", help="a run folder (or a folder written by save())")
+    pr.add_argument("paths", nargs="+", help="image files or folders; for text models, .txt files (one per line)")
+    pr.add_argument("--out", default="predictions.csv", help="CSV to write (default predictions.csv)")
+    pr.add_argument("--top-k", type=int, default=1, help="also list the k most likely classes")
+
+    sub.add_parser("datasets", help="list the built-in offline data sets")
+    sub.add_parser("backbones", help="list the built-in offline backbones and the hub prefixes")
+    sub.add_parser("methods", help="list the transfer methods")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``transferkit`` console script."""
+    args = _parser().parse_args(argv)
+    if args.command is None:
+        _parser().print_help()
+        return 0
+    warnings.showwarning = _plain_warning
+    try:
+        return _COMMANDS[args.command](args)
+    except TransferkitError as e:
+        print(f"transferkit: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("transferkit: interrupted; continue a fit with --resume.", file=sys.stderr)
+        return 130
+
+
+def _plain_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    print(f"transferkit: warning: {message}", file=sys.stderr)
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from .config import RunConfig, apply_overrides, load_yaml
+    from .runner import run_fit
+
+    cfg = load_yaml(args.config) if args.config else RunConfig()
+    overrides = list(args.overrides)
+    if args.data:
+        key = "data.path" if Path(args.data).exists() else "data.name"
+        overrides.insert(0, f"{key}={args.data}")
+        if key == "data.path":
+            overrides.insert(0, "data.name=null")
+    for flag, key in (("backbone", "model.backbone"), ("method", "model.method"), ("epochs", "train.epochs"),
+                      ("out", "out")):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.insert(0, f"{key}={value}")
+    if args.overwrite:
+        overrides.append("overwrite=true")
+    cfg = apply_overrides(cfg, overrides)
+    if cfg.data.name is None and cfg.data.path is None:
+        cfg = apply_overrides(cfg, ["data.name=animal-mnist"])
+    result = run_fit(cfg, resume=args.resume)
+    from .evaluate import format_metrics_table
+
+    print(format_metrics_table(result.metrics))
+    shown = "test" if "test" in result.metrics else next(iter(result.metrics))
+    print(f"{shown} accuracy: {result.metrics[shown]['accuracy']:.4f}")
+    print(f"run folder: {result.out}")
+    return 0
+
+
+def _load_split(data: str, split: str):  # noqa: ANN202
+    from .config import DataConfig
+    from .data import load_data
+    from .errors import DataError
+
+    cfg = DataConfig(path=data) if Path(data).exists() else DataConfig(name=data)
+    splits = load_data(cfg)
+    ds = getattr(splits, split)
+    if ds is None:
+        raise DataError(f"'{data}' has no {split} split; choose --split train, val or test.")
+    return ds
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .api import TransferClassifier
+    from .evaluate import format_metrics_table
+    from .io import write_json
+
+    est = TransferClassifier.load(args.run)
+    ds = _load_split(args.data, args.split)
+    metrics = est.evaluate(ds)
+    print(format_metrics_table({args.split: metrics}))
+    if args.out:
+        write_json(args.out, metrics)
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .api import TransferClassifier
+    from .evaluate import write_predictions_csv
+    from .errors import DataError
+
+    est = TransferClassifier.load(args.run)
+    modality = est.model_.preprocessing.modality
+    if modality == "text":
+        texts: list[str] = []
+        for p in args.paths:
+            path = Path(p)
+            if not path.is_file():
+                raise DataError(f"'{p}' is not a file; for a text model give .txt files with one text per line.")
+            texts += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        ids, inputs = texts, texts
+    else:
+        from .api import _expand_image_paths
+
+        ids = inputs = _expand_image_paths(args.paths)
+    proba = est.predict_proba(inputs, progress=True)
+    write_predictions_csv(args.out, list(ids), proba, est.classes_, top_k=args.top_k)
+    print(f"wrote {len(ids)} predictions to {args.out}")
+    return 0
+
+
+def _datasets(args: argparse.Namespace) -> int:
+    from .data.builtin import list_datasets
+
+    for name, desc in list_datasets().items():
+        print(f"{name:18s} {desc}")
+    return 0
+
+
+def _backbones(args: argparse.Namespace) -> int:
+    from .backbones import list_backbones
+
+    for name, desc in list_backbones().items():
+        print(f"{name:24s} {desc}")
+    return 0
+
+
+def _methods(args: argparse.Namespace) -> int:
+    from .methods import available_methods
+
+    for name, desc in available_methods().items():
+        print(f"{name:18s} {desc}")
+    return 0
+
+
+_COMMANDS = {"fit": _fit, "evaluate": _evaluate, "predict": _predict, "datasets": _datasets,
+             "backbones": _backbones, "methods": _methods}
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

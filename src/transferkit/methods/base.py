@@ -1,0 +1,166 @@
+"""The method interface: how a transfer method plugs into the one training loop.
+
+The loop (``transferkit.train.loop``) knows no method by name. Each step it asks the method for a loss on a batch;
+each epoch it tells the method the epoch is starting; before training it asks which parameters train at which
+learning rate. A method is an ``nn.Module`` so that anything it owns (a frozen copy of the source model for L2-SP or
+DELTA, a domain discriminator for DANN) moves to the device, is saved in checkpoints and is restored on resume
+without the loop knowing it exists. Methods that need more data than the labelled batch (the unlabelled target set
+of domain adaptation) get it through :class:`FitContext` and draw their own batches.
+
+The default implementation here *is* plain fine-tuning: cross-entropy (with optional label smoothing) on the
+labelled batch, the first ``freeze_blocks`` backbone blocks frozen with their batch-norm statistics fixed, a
+layer-wise learning-rate decay counted down from the top block, and the new head at ``lr * head_lr_scale``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ModelConfig, TrainConfig, _build
+from ..data.base import Dataset
+from ..model import TransferModel
+
+
+@dataclass
+class FitContext:
+    """What a method may use besides the labelled batch.
+
+    Attributes:
+        model: the model being trained (before device placement).
+        train: the labelled training split.
+        model_config / train_config: the resolved configuration.
+        make_loader: ``make_loader(dataset, train=..., epoch=..., batch_size=...)`` builds a loader with the
+            model's preprocessing, for methods that draw extra batches (e.g. unlabelled target data).
+        extra: named extra data sets (e.g. ``{"target": Dataset}`` for domain adaptation).
+        device: where the model will run.
+    """
+
+    model: TransferModel
+    train: Dataset
+    model_config: ModelConfig
+    train_config: TrainConfig
+    make_loader: Callable[..., Any]
+    extra: dict[str, Dataset] = field(default_factory=dict)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    steps_per_epoch: int = 0
+
+
+@dataclass
+class StepOutput:
+    """A training step's loss (to back-propagate), the logits on the labelled batch, and scalars to log."""
+
+    loss: torch.Tensor
+    logits: torch.Tensor | None = None
+    logs: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class NoParams:
+    """Methods without parameters of their own."""
+
+
+class Method(nn.Module):
+    """Base class of every transfer method (and itself plain fine-tuning)."""
+
+    name: ClassVar[str] = "finetune"
+    summary: ClassVar[str] = "fine-tune the backbone and a new head with cross-entropy"
+    Params: ClassVar[type] = NoParams
+
+    def __init__(self, params: Any | None = None) -> None:
+        super().__init__()
+        self.params = params if params is not None else self.Params()
+        self.train_config = TrainConfig()
+        self._frozen_blocks: int = 0
+        self._backbone_frozen: bool = False
+        self.progress: float = 0.0
+
+    # --- set-up -------------------------------------------------------------------------------------------
+    def setup(self, ctx: FitContext) -> None:
+        """Called once before training (before device placement); build owned modules here."""
+        self.train_config = ctx.train_config
+        self.apply_freezing(ctx.model, epoch=0)
+
+    def frozen_block_count(self, model: TransferModel, epoch: int) -> int:
+        """How many backbone blocks (from the input side) are frozen in ``epoch``; all of them = frozen backbone."""
+        return min(self.train_config.freeze_blocks, len(model.backbone.blocks()))
+
+    def apply_freezing(self, model: TransferModel, epoch: int) -> None:
+        """Set ``requires_grad`` of the backbone blocks for this epoch."""
+        blocks = model.backbone.blocks()
+        k = self.frozen_block_count(model, epoch)
+        for i, block in enumerate(blocks):
+            for p in block.parameters():
+                p.requires_grad_(i >= k)
+        self._frozen_blocks = k
+        self._backbone_frozen = k >= len(blocks)
+
+    def param_groups(self, model: TransferModel) -> list[dict[str, Any]]:
+        """Optimizer parameter groups: one per backbone block (layer-wise LR decay), the head, owned modules.
+
+        Frozen parameters are included too (they get no gradient, so the optimizer skips them), so that a method
+        may unfreeze them later without rebuilding the optimizer.
+        """
+        cfg = self.train_config
+        blocks = model.backbone.blocks()
+        groups: list[dict[str, Any]] = []
+        n = len(blocks)
+        for i, block in enumerate(blocks):
+            params = list(block.parameters())
+            if params:
+                scale = cfg.layer_decay ** (n - 1 - i)
+                groups.append({"params": params, "lr": cfg.lr * scale, "name": f"backbone.block{i}"})
+        groups.append({"params": list(model.head.parameters()), "lr": cfg.lr * cfg.head_lr_scale, "name": "head"})
+        own = [p for p in self.parameters() if p.requires_grad]
+        if own:
+            groups.append({"params": own, "lr": cfg.lr * cfg.head_lr_scale, "name": f"method.{self.name}"})
+        return groups
+
+    # --- per epoch / per step -------------------------------------------------------------------------------
+    def on_epoch_start(self, model: TransferModel, epoch: int) -> None:
+        """Called at the start of every epoch (0-based), also after a resume."""
+        if self.frozen_block_count(model, epoch) != self._frozen_blocks:
+            self.apply_freezing(model, epoch)
+
+    def on_step_start(self, step: int, total_steps: int) -> None:
+        """Called before every optimisation step with the global step; ``self.progress`` runs from 0 to 1."""
+        self.progress = step / max(1, total_steps)
+
+    def train_mode(self, model: TransferModel) -> None:
+        """Put the model in training mode, but keep frozen blocks (and their batch-norm statistics) in eval mode."""
+        model.train()
+        for block in model.backbone.blocks()[: self._frozen_blocks]:
+            block.eval()
+
+    def training_step(self, model: TransferModel, batch: tuple[Any, torch.Tensor]) -> StepOutput:
+        """Cross-entropy on the labelled batch. Subclasses add regularisers or extra batches."""
+        x, y = batch
+        logits = model(x)
+        return StepOutput(self.classification_loss(logits, y), logits)
+
+    def classification_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """CE(y_hat, y) with the configured label smoothing; ``y`` may be class indices or soft targets."""
+        return F.cross_entropy(logits, y, label_smoothing=self.train_config.label_smoothing)
+
+    def describe(self) -> dict[str, Any]:
+        """The method's name and resolved parameters, for the run record."""
+        return {"name": self.name, "params": dataclasses.asdict(self.params)}
+
+
+def infinite(loader_factory: Callable[[int], Any]) -> Iterator[Any]:
+    """Cycle through loaders made by ``loader_factory(round)``: for methods drawing unlabelled batches forever."""
+    r = 0
+    while True:
+        yield from loader_factory(r)
+        r += 1
+
+
+def build_params(cls: type[Method], raw: dict[str, Any]) -> Any:
+    """Validate ``method_params`` against the method's ``Params`` dataclass (unknown keys get a suggestion)."""
+    return _build(cls.Params, dict(raw or {}), f"method '{cls.name}'", "model.method_params")

@@ -1,0 +1,165 @@
+"""The transfer model: a :class:`~transferkit.backbones.base.Backbone` plus a new head for the target label set.
+
+Saved as two files: ``model.safetensors`` (every tensor) and ``model.json`` (label names, backbone spec, head shape,
+preprocessing). :func:`load_model` rebuilds the architecture from the JSON alone (no pretrained download, no
+training config) and loads the tensors strictly.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import __version__
+from .backbones.base import Backbone, Preprocessing
+from .errors import RunError, WeightsError
+from .io import write_json, write_with
+
+MODEL_WEIGHTS = "model.safetensors"
+MODEL_META = "model.json"
+
+
+def make_head(kind: str, in_dim: int, num_classes: int, hidden: int = 512, dropout: float = 0.0) -> nn.Module:
+    """A new classification head: ``linear`` (dropout + Linear) or ``mlp`` (Linear-GELU-dropout-Linear)."""
+    if kind == "linear":
+        return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, num_classes))
+    if kind == "mlp":
+        return nn.Sequential(
+            nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, num_classes)
+        )
+    raise ValueError(f"unknown head kind {kind!r}")
+
+
+class TransferModel(nn.Module):
+    """Backbone features followed by a new head: ``logits = head(backbone(x))``."""
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        classes: list[str],
+        *,
+        head: str = "linear",
+        head_hidden: int = 512,
+        head_dropout: float = 0.0,
+        image_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.classes = list(classes)
+        self.head_kind = head
+        self.head_hidden = head_hidden
+        self.head_dropout = head_dropout
+        self.head = make_head(head, backbone.feature_dim, len(classes), head_hidden, head_dropout)
+        pre = backbone.preprocessing
+        self.image_size = image_size or pre.image_size
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return self.backbone.preprocessing
+
+    def features(self, x: Any) -> torch.Tensor:
+        """Backbone features ``(N, D)``."""
+        return self.backbone(x)
+
+    def forward(self, x: Any) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+    def metadata(self) -> dict[str, Any]:
+        """Everything :func:`load_model` needs to rebuild this model, as JSON."""
+        return {
+            "format": "transferkit-model/1",
+            "transferkit_version": __version__,
+            "classes": self.classes,
+            "backbone": self.backbone.spec(),
+            "preprocessing": self.preprocessing.to_dict(),
+            "image_size": self.image_size,
+            "head": {"kind": self.head_kind, "hidden": self.head_hidden, "dropout": self.head_dropout},
+        }
+
+
+def save_model(model: TransferModel, folder: str | Path, extra: dict[str, Any] | None = None) -> None:
+    """Write ``model.safetensors`` and ``model.json`` into ``folder`` (each atomically)."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    state = _dedupe_shared(state)
+    write_with(folder / MODEL_WEIGHTS, lambda tmp: save_file(state, str(tmp)))
+    meta = model.metadata()
+    if extra:
+        meta.update(extra)
+    write_json(folder / MODEL_META, meta)
+
+
+def load_model(folder: str | Path) -> TransferModel:
+    """Rebuild a saved :class:`TransferModel` from its folder, with no network and no training config."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from .backbones import build_from_spec
+
+    folder = Path(folder)
+    meta_path, weights_path = folder / MODEL_META, folder / MODEL_WEIGHTS
+    if not meta_path.is_file() or not weights_path.is_file():
+        raise RunError(
+            f"'{folder}' is not a saved transferkit model (it needs {MODEL_META} and {MODEL_WEIGHTS}); "
+            "point at a finished run folder or a folder written by save()."
+        )
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError:
+        raise RunError(f"'{meta_path}' is not valid JSON; the model folder is damaged, save it again.") from None
+    backbone = build_from_spec(meta["backbone"])
+    backbone.preprocessing = Preprocessing.from_dict(meta["preprocessing"])
+    head = meta["head"]
+    model = TransferModel(
+        backbone,
+        meta["classes"],
+        head=head["kind"],
+        head_hidden=head["hidden"],
+        head_dropout=head["dropout"],
+        image_size=meta.get("image_size"),
+    )
+    try:
+        state = load_file(str(weights_path))
+    except (SafetensorError, OSError) as e:
+        raise WeightsError(f"'{weights_path}' cannot be read as safetensors ({e}); save the model again.") from None
+    missing, unexpected = _load_strict(model, state)
+    if missing or unexpected:
+        raise WeightsError(
+            f"'{weights_path}' does not match the model described in {MODEL_META} "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]}); save the model again."
+        )
+    model.eval()
+    return model
+
+
+def _dedupe_shared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors refuses tensors that share memory (tied weights); store a copy of each later alias."""
+    seen: dict[tuple[int, int, tuple[int, ...]], str] = {}
+    out = {}
+    for k, v in state.items():
+        key = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape)) if v.numel() else None
+        if key is not None and key in seen:
+            v = v.clone()
+        elif key is not None:
+            seen[key] = k
+        out[k] = v
+    return out
+
+
+def _load_strict(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
+    own = model.state_dict()
+    for k, v in state.items():
+        if k in own and own[k].shape != v.shape:
+            raise WeightsError(
+                f"Tensor '{k}' has shape {tuple(v.shape)} in the file but {tuple(own[k].shape)} in the model; "
+                "the weights were saved from a different model, save it again."
+            )
+    res = model.load_state_dict(state, strict=False)
+    return list(res.missing_keys), list(res.unexpected_keys)

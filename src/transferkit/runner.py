@@ -1,0 +1,95 @@
+"""``transferkit fit`` as a function: data -> training -> a complete, reloadable run folder.
+
+The run folder holds: ``config.yaml`` (resolved), ``metrics.json`` (``{"val": {...}, "test": {...}}``, each with at
+least accuracy and macro_f1), ``history.json`` and ``history.csv`` (per epoch), ``confusion_matrix.png`` and
+``confusion_matrix.json`` (on test, else val), ``learning_curves.png``, ``model.safetensors`` + ``model.json``
+(enough to rebuild the model with no training config) and ``summary.json`` (timings, parameter counts, method).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import RunConfig
+
+
+@dataclass
+class RunResult:
+    """Where the run folder is and what it measured."""
+
+    out: Path
+    metrics: dict[str, dict[str, Any]]
+    summary: dict[str, Any]
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run_fit(cfg: RunConfig, *, resume: bool = False) -> RunResult:
+    """Train as ``cfg`` says and write the run folder atomically (see the module docstring)."""
+    import dataclasses
+
+    from .api import TransferClassifier
+    from .data import load_data
+    from .evaluate import confusion_matrix_png, learning_curves_png
+    from .io import write_json, write_text
+    from .runs import RunFolder
+
+    t0 = time.perf_counter()
+    splits = load_data(cfg.data)
+    sizes = {k: len(v) for k, v in splits.items()}
+    log(f"data: {cfg.data.name or cfg.data.path} ({splits.modality}, {len(splits.classes)} classes, "
+        + ", ".join(f"{k} {n}" for k, n in sizes.items()) + ")")
+    folder = RunFolder(cfg.out, overwrite=cfg.overwrite, resume=resume)
+    params = {**dataclasses.asdict(cfg.model), **dataclasses.asdict(cfg.train)}
+    est = TransferClassifier(**params)
+    work = folder.start(cfg.to_dict())
+    log(f"training {cfg.model.method} on {cfg.model.backbone} for {cfg.train.epochs} epochs"
+        + (" (resuming)" if resume else ""))
+    est.fit(splits, checkpoint_dir=folder.checkpoint_dir, resume=resume)
+    t_train = time.perf_counter() - t0
+
+    metrics: dict[str, dict[str, Any]] = {}
+    for name, ds in (("val", splits.val), ("test", splits.test)):
+        if ds is not None and len(ds):
+            metrics[name] = est.evaluate(ds)
+    if not metrics:
+        metrics["train"] = est.evaluate(splits.train)
+    shown = "test" if "test" in metrics else next(iter(metrics))
+    est.save(work)
+    history = est.history_
+    write_json(work / "history.json", history)
+    write_text(work / "history.csv", _history_csv(history))
+    compact = {k: {m: v for m, v in d.items() if m not in ("confusion_matrix",)} for k, d in metrics.items()}
+    write_json(work / "metrics.json", compact)
+    cm = metrics[shown]["confusion_matrix"]
+    write_json(work / "confusion_matrix.json", {"split": shown, "classes": est.classes_, "matrix": cm})
+    confusion_matrix_png(cm, est.classes_, work / "confusion_matrix.png", title=f"Confusion matrix ({shown})")
+    learning_curves_png(history, work / "learning_curves.png")
+    fr = est.fit_result_
+    summary = {
+        "method": est.method_, "backbone": cfg.model.backbone, "best_epoch": fr.best_epoch,
+        "epochs_run": len(history), "stopped_early": fr.stopped_early, "train_seconds": round(fr.seconds, 2),
+        "total_seconds": round(time.perf_counter() - t0, 2), "trainable_params": fr.trainable_params,
+        "total_params": fr.total_params, "data_sizes": sizes,
+    }
+    write_json(work / "summary.json", summary)
+    out = folder.finalize()
+    log(f"trained in {t_train:.0f} s; run folder: {out}")
+    return RunResult(out, compact, summary)
+
+
+def _history_csv(history: list[dict[str, Any]]) -> str:
+    keys: list[str] = []
+    for row in history:
+        keys += [k for k in row if k not in keys]
+    lines = [",".join(keys)]
+    for row in history:
+        lines.append(",".join("" if row.get(k) is None else f"{row[k]:.6g}" if isinstance(row[k], float)
+                              else str(row[k]) for k in keys))
+    return "\n".join(lines) + "\n"

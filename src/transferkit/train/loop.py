@@ -1,0 +1,233 @@
+"""The one training loop, on Hugging Face Accelerate (CPU, one GPU or many, unchanged).
+
+It knows no method by name: every method-specific thing (which parameters learn at which rate, the loss of a step,
+extra batches, epoch-dependent freezing) goes through the :class:`~transferkit.methods.base.Method` interface.
+
+Reproducibility and resume: all RNGs are reseeded at each epoch start from ``(seed, epoch)``, and a checkpoint
+(model, method, optimizer, scheduler, history, early-stopping state, best weights) is written atomically at the end
+of every epoch. A run killed at any point and resumed repeats the interrupted epoch exactly, so it ends with the
+same metrics as an uninterrupted run with the same seed.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import ModelConfig, TrainConfig
+from ..data.base import Dataset
+from ..errors import RunError
+from ..evaluate.metrics import classification_metrics
+from ..io import write_with
+from ..methods.base import FitContext, Method
+from ..model import TransferModel
+from .inference import predict_logits, softmax, to_device
+from .schedules import build_optimizer, build_scheduler
+from .seeding import epoch_seed, seed_everything, set_deterministic
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class FitResult:
+    """What training produced: per-epoch history, the chosen epoch and its weights."""
+
+    history: list[dict[str, Any]]
+    best_epoch: int
+    best_state: dict[str, torch.Tensor]
+    stopped_early: bool = False
+    seconds: float = 0.0
+    trainable_params: int = 0
+    total_params: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def make_accelerator(cfg: TrainConfig) -> Any:
+    """An Accelerator for this run's device and precision (the singleton state is reset between runs)."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    use_cuda = torch.cuda.is_available() and cfg.device != "cpu"
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise RunError("'train.device' is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'.")
+    mp = cfg.mixed_precision
+    if mp == "auto":
+        mp = "bf16" if use_cuda and torch.cuda.is_bf16_supported() else "no"
+    if not use_cuda and mp == "fp16":
+        mp = "no"  # fp16 autocast has no CPU kernels worth using
+    AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(cpu=not use_cuda, mixed_precision=mp)
+
+
+def fit(
+    model: TransferModel,
+    method: Method,
+    train: Dataset,
+    val: Dataset | None,
+    model_cfg: ModelConfig,
+    cfg: TrainConfig,
+    *,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+    extra: dict[str, Dataset] | None = None,
+    on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+) -> FitResult:
+    """Train ``model`` with ``method`` on ``train``, choosing the best epoch on ``val`` (or the last without val)."""
+    from ..data.loaders import make_loader
+
+    set_deterministic(cfg.deterministic)
+    accelerator = make_accelerator(cfg)
+    device = accelerator.device
+    pre = model.preprocessing
+
+    def loader(ds: Dataset, *, train: bool, epoch: int = 0, batch_size: int | None = None, drop_last: bool = False):
+        return make_loader(
+            ds, pre, image_size=model.image_size, train=train, augment=cfg.augment if train else "none",
+            batch_size=batch_size or cfg.batch_size, seed=cfg.seed, epoch=epoch, num_workers=cfg.num_workers,
+            drop_last=drop_last,
+        )
+
+    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    if accelerator.num_processes > 1:
+        steps_per_epoch = math.ceil(steps_per_epoch / accelerator.num_processes)
+    ctx = FitContext(model, train, model_cfg, cfg, loader, dict(extra or {}), device, steps_per_epoch)
+    method.setup(ctx)
+    optimizer = build_optimizer(method.param_groups(model), cfg)
+    total_steps = steps_per_epoch * cfg.epochs
+    scheduler, sched_when = build_scheduler(optimizer, cfg, total_steps)
+    model, method_mod, optimizer = _prepare(accelerator, model, method, optimizer)
+
+    history: list[dict[str, Any]] = []
+    start_epoch, best_value, best_epoch, bad_epochs = 0, -math.inf, -1, 0
+    best_state = _cpu_state(_unwrap(accelerator, model))
+    ckpt_path = checkpoint_dir / CHECKPOINT if checkpoint_dir is not None else None
+    if resume and ckpt_path is not None and ckpt_path.is_file():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        _unwrap(accelerator, model).load_state_dict(state["model"])
+        method.load_state_dict(state["method"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history, start_epoch = state["history"], int(state["epoch"])
+        best_value, best_epoch, bad_epochs = float(state["best_value"]), int(state["best_epoch"]), int(state["bad"])
+        best_state = state["best_state"]
+
+    sign = -1.0 if cfg.monitor == "val_loss" else 1.0
+    stopped_early = False
+    t0 = time.perf_counter()
+    for epoch in range(start_epoch, cfg.epochs):
+        seed_everything(epoch_seed(cfg.seed, epoch))
+        method.on_epoch_start(_unwrap(accelerator, model), epoch)
+        method.train_mode(_unwrap(accelerator, model))
+        train_loader = loader(train, train=True, epoch=epoch)
+        if accelerator.num_processes > 1:
+            train_loader = accelerator.prepare_data_loader(train_loader)
+        row = _train_epoch(accelerator, model, method, optimizer, scheduler, sched_when, train_loader, cfg,
+                           epoch, steps_per_epoch, total_steps)
+        row["lr"] = max(g["lr"] for g in optimizer.param_groups)
+        if val is not None and len(val):
+            logits = predict_logits(_unwrap(accelerator, model), val, batch_size=max(cfg.batch_size, 128),
+                                    loader=lambda ds: loader(ds, train=False, batch_size=max(cfg.batch_size, 128)))
+            m = classification_metrics(val.labels, softmax(logits), val.classes, top_k=())
+            row.update(val_loss=m["loss"], val_accuracy=m["accuracy"], val_macro_f1=m["macro_f1"])
+            value = sign * row[cfg.monitor]
+        else:
+            value = float(epoch)  # no validation data: the last epoch is the best
+        if sched_when == "epoch":
+            scheduler.step(sign * value if val is not None else 0.0)
+        history.append(row)
+        if value > best_value + 1e-12:
+            best_value, best_epoch, bad_epochs = value, epoch, 0
+            best_state = _cpu_state(_unwrap(accelerator, model))
+        else:
+            bad_epochs += 1
+        if on_epoch_end is not None:
+            on_epoch_end(row)
+        if ckpt_path is not None and accelerator.is_main_process:
+            _save_checkpoint(ckpt_path, {
+                "model": _cpu_state(_unwrap(accelerator, model)), "method": _cpu_dict(method.state_dict()),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "history": history,
+                "epoch": epoch + 1, "best_value": best_value, "best_epoch": best_epoch, "bad": bad_epochs,
+                "best_state": best_state,
+            })
+        if cfg.early_stopping is not None and val is not None and bad_epochs >= cfg.early_stopping:
+            stopped_early = True
+            break
+
+    base = _unwrap(accelerator, model)
+    del method_mod
+    return FitResult(
+        history=history, best_epoch=best_epoch + 1, best_state=best_state, stopped_early=stopped_early,
+        seconds=time.perf_counter() - t0,
+        trainable_params=sum(p.numel() for p in base.parameters() if p.requires_grad),
+        total_params=sum(p.numel() for p in base.parameters()),
+    )
+
+
+def _train_epoch(accelerator, model, method, optimizer, scheduler, sched_when, train_loader, cfg, epoch,
+                 steps_per_epoch, total_steps) -> dict[str, Any]:
+    from tqdm.auto import tqdm
+
+    base = _unwrap(accelerator, model)
+    device = accelerator.device
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    bar = tqdm(train_loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+               disable=not cfg.progress, mininterval=1.0, dynamic_ncols=True)
+    for i, batch in enumerate(bar):
+        x, y = to_device(batch, device)
+        method.on_step_start(epoch * steps_per_epoch + i, total_steps)
+        with accelerator.autocast():
+            out = method.training_step(base if accelerator.num_processes == 1 else model, (x, y))
+        accelerator.backward(out.loss)
+        if cfg.grad_clip:
+            accelerator.clip_grad_norm_(params, cfg.grad_clip)
+        optimizer.step()
+        if sched_when == "step":
+            scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        n = int(y.shape[0])
+        loss_sum += out.loss.detach().float() * n
+        if out.logits is not None and y.ndim == 1:
+            correct += (out.logits.detach().argmax(1) == y).sum()
+        seen += n
+        if bar.disable is False and i % 20 == 0:
+            bar.set_postfix(loss=f"{loss_sum.item() / max(1, seen):.4f}")
+    bar.close()
+    return {"epoch": epoch + 1, "train_loss": loss_sum.item() / max(1, seen),
+            "train_accuracy": correct.item() / max(1, seen)}
+
+
+def _prepare(accelerator, model, method, optimizer):
+    if any(p.requires_grad for p in method.parameters()) and accelerator.num_processes > 1:
+        model, method, optimizer = accelerator.prepare(model, method, optimizer)
+    else:
+        model, optimizer = accelerator.prepare(model, optimizer)
+        method.to(accelerator.device)
+    return model, method, optimizer
+
+
+def _unwrap(accelerator, model) -> TransferModel:
+    return accelerator.unwrap_model(model) if accelerator.num_processes > 1 else model
+
+
+def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _cpu_dict(state: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.detach().cpu() if torch.is_tensor(v) else copy.deepcopy(v)) for k, v in state.items()}
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_with(path, lambda tmp: torch.save(state, tmp))

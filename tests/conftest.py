@@ -1,0 +1,26 @@
+"""Shared test set-up: never touch the network, keep torch on the 2 CI cores, and small fixtures."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TRANSFERKIT_OFFLINE", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def blobs_images() -> tuple[np.ndarray, np.ndarray]:
+    """A tiny, learnable image task: 3 classes of 16x16 grey images, each a bright square in its own corner."""
+    rng = np.random.default_rng(0)
+    n = 60
+    x = rng.integers(0, 40, size=(n, 16, 16), dtype=np.uint8)
+    y = np.arange(n) % 3
+    for i, c in enumerate(y):
+        r, col = [(0, 0), (0, 8), (8, 4)][c]
+        x[i, r : r + 8, col : col + 8] = 220
+    return x, y
