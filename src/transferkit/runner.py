@@ -70,7 +70,8 @@ def run_fit(cfg: RunConfig, *, resume: bool = False) -> RunResult:
     cm = metrics[shown]["confusion_matrix"]
     write_json(work / "confusion_matrix.json", {"split": shown, "classes": est.classes_, "matrix": cm})
     confusion_matrix_png(cm, est.classes_, work / "confusion_matrix.png", title=f"Confusion matrix ({shown})")
-    learning_curves_png(history, work / "learning_curves.png")
+    learning_curves_png(history, work / "learning_curves.png", best_epoch=est.fit_result_.best_epoch,
+                        monitor=cfg.train.monitor)
     fr = est.fit_result_
     summary = {
         "method": est.method_, "backbone": cfg.model.backbone, "best_epoch": fr.best_epoch,

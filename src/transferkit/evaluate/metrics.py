@@ -1,0 +1,145 @@
+"""Classification metrics computed from predicted class probabilities.
+
+One function, :func:`classification_metrics`, turns ``(y_true, proba)`` into a plain dict of Python numbers that the
+training loop logs every epoch, the report prints and ``metrics.json`` stores. Every number comes from scikit-learn
+(``zero_division=0``) so that the values mean exactly what their sklearn documentation says, and the inputs are
+validated here, at the boundary, so that a shape mix-up fails with a sentence instead of a silently wrong score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+    top_k_accuracy_score,
+)
+
+__all__ = ["classification_metrics", "validate_predictions", "EPS"]
+
+#: Probabilities are clipped to ``[EPS, 1]`` before the log, so one confident mistake gives a large but finite loss.
+EPS = 1e-15
+
+
+def validate_predictions(y_true: Any, proba: Any, classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Check and convert labels and probabilities; return ``(y_true int64 (N,), proba float64 (N, C))``.
+
+    Raises ``ValueError`` with a sentence naming the problem: empty input, a shape that does not match ``classes``,
+    labels that are not integers in ``[0, C)``, duplicate class names, or non-finite / negative probabilities.
+    """
+    classes = list(classes)
+    n_classes = len(classes)
+    if n_classes < 2:
+        raise ValueError(f"need at least 2 classes to compute classification metrics, got {n_classes}")
+    if len(set(classes)) != n_classes:
+        dupes = sorted({c for c in classes if classes.count(c) > 1})
+        raise ValueError(f"class names must be unique; duplicated: {dupes}")
+
+    p = np.asarray(proba, dtype=np.float64)
+    if p.ndim != 2:
+        raise ValueError(f"proba must be a 2-D array (N, C), got shape {p.shape}")
+    if p.shape[0] == 0:
+        raise ValueError("cannot compute metrics on 0 examples; the evaluation split is empty")
+    if p.shape[1] != n_classes:
+        raise ValueError(f"proba has {p.shape[1]} columns but there are {n_classes} classes")
+    if not np.all(np.isfinite(p)):
+        raise ValueError("proba contains NaN or infinite values")
+    if np.any(p < 0):
+        raise ValueError("proba contains negative values; pass probabilities (e.g. softmax of logits), not logits")
+
+    y = np.asarray(y_true)
+    if y.ndim != 1:
+        raise ValueError(f"y_true must be a 1-D array of class indices, got shape {y.shape}")
+    if y.shape[0] != p.shape[0]:
+        raise ValueError(f"y_true has {y.shape[0]} labels but proba has {p.shape[0]} rows")
+    if y.dtype.kind == "b" or y.dtype.kind not in "iuf":
+        raise ValueError(f"y_true must hold integer class indices, got dtype {y.dtype}")
+    if y.dtype.kind == "f":
+        if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
+            raise ValueError("y_true must hold integer class indices, got non-integer values")
+    y = y.astype(np.int64)
+    bad = (y < 0) | (y >= n_classes)
+    if np.any(bad):
+        raise ValueError(
+            f"y_true holds label {int(y[bad][0])}, outside the valid range [0, {n_classes - 1}] for "
+            f"{n_classes} classes"
+        )
+    return y, p
+
+
+def classification_metrics(
+    y_true: np.ndarray,
+    proba: np.ndarray,
+    classes: list[str],
+    *,
+    top_k: tuple[int, ...] = (1, 5),
+) -> dict[str, Any]:
+    """Score predicted probabilities against true labels.
+
+    Args:
+        y_true: ``(N,)`` integer class indices into ``classes``.
+        proba: ``(N, C)`` class probabilities (rows are expected to sum to 1; they are not renormalised).
+        classes: the ``C`` class names, in index order.
+        top_k: which top-k accuracies to add, as ``top{k}_accuracy``. Only ``k < C`` is reported (with ``k >= C``
+            the value is trivially 1). ``top1_accuracy`` equals ``accuracy``.
+
+    Returns:
+        A JSON-able dict:
+
+        - ``accuracy``: share of rows whose arg-max class is the true class.
+        - ``macro_f1``: unweighted mean F1 over the classes that occur in ``y_true`` or in the predictions
+          (scikit-learn's default), so a class absent from a small split does not count as a zero.
+        - ``top{k}_accuracy`` for each requested ``k < C``.
+        - ``loss``: mean cross-entropy ``-log p(true class)``, with ``p`` clipped to ``[1e-15, 1]``.
+        - ``n``: number of examples.
+        - ``per_class``: ``{class_name: {"precision", "recall", "f1", "support"}}`` for every class, in order.
+        - ``confusion_matrix``: ``C x C`` list of lists of counts; row ``i`` is the true class ``i``, column ``j``
+          the predicted class ``j``.
+
+    Raises:
+        ValueError: on empty input, mismatched shapes, labels out of range or invalid ``top_k``.
+    """
+    y, p = validate_predictions(y_true, proba, classes)
+    n, n_classes = p.shape
+    labels = np.arange(n_classes)
+    ks = tuple(top_k)
+    for k in ks:
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise ValueError(f"top_k values must be positive integers, got {k!r}")
+
+    y_pred = p.argmax(axis=1)
+    out: dict[str, Any] = {
+        "accuracy": float(accuracy_score(y, y_pred)),
+        "macro_f1": float(f1_score(y, y_pred, average="macro", zero_division=0)),
+    }
+    for k in sorted(set(int(k) for k in ks)):
+        if k >= n_classes:
+            continue
+        if k == 1:
+            # sklearn's top-k breaks ties differently from argmax; keep top-1 identical to `accuracy`.
+            out["top1_accuracy"] = out["accuracy"]
+        else:
+            out[f"top{k}_accuracy"] = float(top_k_accuracy_score(y, p, k=k, labels=labels))
+
+    p_true = np.clip(p[np.arange(n), y], EPS, 1.0)
+    out["loss"] = float(-np.mean(np.log(p_true)))
+    out["n"] = int(n)
+
+    prec, rec, f1, support = precision_recall_fscore_support(y, y_pred, labels=labels, zero_division=0)
+    out["per_class"] = {
+        str(name): {
+            "precision": float(prec[i]),
+            "recall": float(rec[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
+        for i, name in enumerate(classes)
+    }
+    cm = confusion_matrix(y, y_pred, labels=labels)
+    out["confusion_matrix"] = [[int(v) for v in row] for row in cm]
+    return out

@@ -1,0 +1,226 @@
+"""PNG figures for the run report: the confusion matrix and the learning curves.
+
+The figures are drawn on a bare :class:`matplotlib.figure.Figure` attached to an Agg canvas, never through
+``pyplot``: that needs no display, selects no global backend, registers no figure in pyplot's global list (so nothing
+leaks across many runs in one process), and leaves the backend of a user's notebook untouched. Every file is written
+atomically through :func:`transferkit.io.write_with`, so a crash mid-save leaves no half-written PNG.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from ..io import write_with
+
+__all__ = ["confusion_matrix_png", "learning_curves_png", "DPI"]
+
+#: Resolution of every saved figure.
+DPI = 110
+# Beyond this many classes the per-cell numbers are unreadable and are left out (the colours still show the pattern).
+_MAX_ANNOTATED = 30
+# Beyond this many classes the tick labels would overlap even at the smallest font; they are left out.
+_MAX_LABELLED = 80
+_MAX_LABEL_CHARS = 24
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)  # attaches itself as fig.canvas
+    return fig
+
+
+def _save_png(fig: Figure, path: str | os.PathLike[str]) -> None:
+    write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
+
+
+def _short(label: str) -> str:
+    """Shorten long class names in the middle, keeping both ends (names often differ only in a suffix)."""
+    label = str(label)
+    if len(label) <= _MAX_LABEL_CHARS:
+        return label
+    head = (_MAX_LABEL_CHARS - 1) // 2
+    return label[:head] + "\u2026" + label[-(_MAX_LABEL_CHARS - 1 - head):]
+
+
+def confusion_matrix_png(
+    cm: Sequence[Sequence[int]] | np.ndarray,
+    classes: Sequence[str],
+    path: str | os.PathLike[str],
+    *,
+    title: str = "Confusion matrix",
+    normalize: bool = True,
+) -> None:
+    """Draw a confusion matrix (rows = true class, columns = predicted class) and save it as a PNG at ``path``.
+
+    Each cell shows its count; with ``normalize=True`` the colour is the row-normalised share (the per-class recall
+    on the diagonal), so that rare classes are as visible as frequent ones, and the row's share is printed under the
+    count. The figure grows with the number of classes (up to a cap); numbers are dropped above 30 classes and tick
+    labels above 80, where they could no longer be read.
+
+    Raises:
+        ValueError: if ``cm`` is not a square ``C x C`` matrix of non-negative counts matching ``classes``.
+    """
+    m = np.asarray(cm, dtype=np.float64)
+    n_classes = len(classes)
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        raise ValueError(f"confusion matrix must be square (C, C), got shape {m.shape}")
+    if m.shape[0] != n_classes:
+        raise ValueError(f"confusion matrix is {m.shape[0]}x{m.shape[0]} but there are {n_classes} classes")
+    if n_classes == 0:
+        raise ValueError("confusion matrix is empty; there are no classes to draw")
+    if not np.all(np.isfinite(m)) or np.any(m < 0):
+        raise ValueError("confusion matrix must hold non-negative finite counts")
+
+    row_sums = m.sum(axis=1, keepdims=True)
+    share = np.divide(m, row_sums, out=np.zeros_like(m), where=row_sums > 0)
+    colour = share if normalize else m
+    vmax = 1.0 if normalize else max(float(m.max()), 1.0)
+
+    side = min(3.0 + 0.55 * n_classes, 22.0)
+    fig = _new_figure(side + 1.2, side)
+    ax = fig.add_subplot(1, 1, 1)
+    image = ax.imshow(colour, cmap="Blues", vmin=0.0, vmax=vmax, interpolation="nearest", aspect="equal")
+    cbar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    cbar.set_label("share of true class" if normalize else "count")
+
+    font = 10 if n_classes <= 10 else 9 if n_classes <= 20 else 7
+    if n_classes <= _MAX_LABELLED:
+        labels = [_short(c) for c in classes]
+        ax.set_xticks(np.arange(n_classes), labels=labels, rotation=45, ha="right", rotation_mode="anchor",
+                      fontsize=font)
+        ax.set_yticks(np.arange(n_classes), labels=labels, fontsize=font)
+    else:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    total = int(m.sum())
+    correct = int(np.trace(m))
+    acc = f", accuracy {correct / total:.1%}" if total else ""
+    ax.set_title(f"{title}\n(n = {total}{acc})", fontsize=11)
+
+    if n_classes <= _MAX_ANNOTATED:
+        for i in range(n_classes):
+            for j in range(n_classes):
+                count = int(round(m[i, j]))
+                text = f"{count}\n{share[i, j]:.0%}" if normalize and n_classes <= 12 and count else f"{count}"
+                dark = colour[i, j] / vmax > 0.55
+                ax.text(j, i, text, ha="center", va="center", fontsize=font - 1 if normalize else font,
+                        color="white" if dark else "black")
+    fig.tight_layout()
+    _save_png(fig, path)
+
+
+_SERIES: dict[str, tuple[str, dict[str, Any]]] = {
+    "train_loss": ("train loss", {"color": "tab:blue", "linestyle": "-"}),
+    "val_loss": ("val loss", {"color": "tab:orange", "linestyle": "-"}),
+    "train_accuracy": ("train accuracy", {"color": "tab:blue", "linestyle": "-"}),
+    "val_accuracy": ("val accuracy", {"color": "tab:orange", "linestyle": "-"}),
+    "val_macro_f1": ("val macro-F1", {"color": "tab:green", "linestyle": "--"}),
+}
+
+
+def _series(history: Sequence[dict[str, Any]], key: str, epochs: list[float]) -> tuple[list[float], list[float]]:
+    xs: list[float] = []
+    ys: list[float] = []
+    for x, row in zip(epochs, history):
+        v = row.get(key)
+        if v is None:
+            continue
+        try:
+            fv = float(v)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(fv):
+            xs.append(x)
+            ys.append(fv)
+    return xs, ys
+
+
+def _best_epoch(
+    history: Sequence[dict[str, Any]], epochs: list[float], monitor: str | None
+) -> tuple[float, str] | None:
+    """The epoch with the best monitored value: ``monitor`` if given, else val accuracy, val macro-F1, val loss."""
+    order = [monitor] if monitor else ["val_accuracy", "val_macro_f1", "val_loss"]
+    for key in order:
+        xs, ys = _series(history, key, epochs)
+        if not ys:
+            continue
+        idx = int(np.argmin(ys)) if key.endswith("loss") else int(np.argmax(ys))  # first best on ties
+        return xs[idx], key
+    return None
+
+
+def learning_curves_png(
+    history: Sequence[dict[str, Any]],
+    path: str | os.PathLike[str],
+    *,
+    best_epoch: int | None = None,
+    monitor: str | None = None,
+    title: str = "Learning curves",
+) -> None:
+    """Draw loss and accuracy / macro-F1 against epoch (train and val) and save them as a PNG at ``path``.
+
+    ``history`` is one dict per epoch, as the training loop records it: ``epoch`` (1-based; the row's position is
+    used when missing), ``train_loss``, ``train_accuracy``, ``val_loss``, ``val_accuracy``, ``val_macro_f1``,
+    ``lr``. Any key may be missing or ``None`` (e.g. no validation split): such points are skipped and a series
+    with no point is left out. The best epoch is marked with a dashed vertical line in both panels: ``best_epoch``
+    if given (the one whose weights were kept), otherwise the best value of ``monitor`` (default: val accuracy,
+    then val macro-F1, then lowest val loss).
+
+    Raises:
+        ValueError: if ``history`` is empty.
+    """
+    rows = list(history)
+    if not rows:
+        raise ValueError("history is empty; there are no epochs to plot")
+    epochs: list[float] = []
+    for i, row in enumerate(rows):
+        e = row.get("epoch")
+        epochs.append(float(e) if isinstance(e, int | float) and not isinstance(e, bool) else float(i + 1))
+
+    if best_epoch is not None:
+        best: tuple[float, str] | None = (float(best_epoch), "kept")
+    else:
+        best = _best_epoch(rows, epochs, monitor)
+
+    fig = _new_figure(10.0, 4.2)
+    panels = [
+        (fig.add_subplot(1, 2, 1), "loss", ["train_loss", "val_loss"]),
+        (fig.add_subplot(1, 2, 2), "accuracy / macro-F1", ["train_accuracy", "val_accuracy", "val_macro_f1"]),
+    ]
+    marker = "o" if len(rows) <= 40 else None
+    for ax, ylabel, keys in panels:
+        drawn = 0
+        for key in keys:
+            xs, ys = _series(rows, key, epochs)
+            if not ys:
+                continue
+            label, style = _SERIES[key]
+            ax.plot(xs, ys, label=label, marker=marker, markersize=4, linewidth=1.6, **style)
+            drawn += 1
+        if best is not None:
+            how = "" if best[1] == "kept" else f" ({best[1].replace('_', ' ')})"
+            ax.axvline(best[0], color="tab:red", linestyle=":", linewidth=1.3,
+                       label=f"best epoch {best[0]:g}{how}")
+        if not drawn:
+            ax.text(0.5, 0.5, "not recorded", transform=ax.transAxes, ha="center", va="center", color="grey")
+        if ylabel.startswith("accuracy") and drawn:
+            lo = min(min(_series(rows, k, epochs)[1] or [1.0]) for k in keys)
+            ax.set_ylim(max(0.0, min(lo, 1.0) - 0.05), 1.02)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        if drawn or best is not None:
+            ax.legend(fontsize=8, loc="best")
+    fig.suptitle(title, fontsize=12)
+    fig.tight_layout()
+    _save_png(fig, path)

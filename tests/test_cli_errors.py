@@ -1,0 +1,110 @@
+"""Bad input gets one clear sentence, a non-zero exit and no traceback, and leaves no run folder behind."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.cli_helpers import TINY, assert_user_error, run_cli
+
+
+def _image_folder(root, classes=("cat", "dog"), n=6, size=20):
+    rng = np.random.default_rng(0)
+    for c in classes:
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+    return root
+
+
+def test_help_is_fast_and_lists_commands():
+    proc = run_cli("--help")
+    assert proc.returncode == 0
+    for cmd in ("fit", "evaluate", "predict", "datasets", "backbones"):
+        assert cmd in proc.stdout
+
+
+def test_unknown_config_key_suggests(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("train:\n  epocs: 2\n")
+    proc = run_cli("fit", str(cfg), "--out", str(tmp_path / "run"))
+    assert_user_error(proc, "train.epocs", "did you mean 'train.epochs'")
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_dataset_name():
+    proc = run_cli("fit", "--data", "animal-mnst", "--out", "/tmp/never-written")
+    assert_user_error(proc, "animal-mnist")
+
+
+def test_empty_class_folder(tmp_path):
+    root = _image_folder(tmp_path / "imgs")
+    (root / "empty").mkdir()
+    proc = run_cli("fit", "--data", str(root), *TINY, "--out", str(tmp_path / "run"))
+    assert_user_error(proc, "empty")
+    assert not (tmp_path / "run").exists()
+
+
+def test_single_class_dataset(tmp_path):
+    root = _image_folder(tmp_path / "imgs", classes=("only",))
+    proc = run_cli("fit", "--data", str(root), *TINY, "--out", str(tmp_path / "run"))
+    assert_user_error(proc, "class")
+
+
+def test_csv_without_label_column(tmp_path):
+    csv = tmp_path / "t.csv"
+    csv.write_text("text,sentiment\ngood film,pos\nbad film,neg\n")
+    proc = run_cli("fit", "--data", str(csv), "--backbone", "minilm-l6", "--out", str(tmp_path / "run"))
+    assert_user_error(proc, "label")
+
+
+@pytest.mark.slow
+def test_corrupt_empty_and_non_image_files_are_skipped_with_warning(tmp_path):
+    root = _image_folder(tmp_path / "imgs", n=8)
+    (root / "cat" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    (root / "dog" / "empty.jpg").write_bytes(b"")
+    (root / "dog" / "notes.txt").write_text("not an image")
+    proc = run_cli("fit", "--data", str(root), *TINY, "--epochs", "1", "--out", str(tmp_path / "run"))
+    assert proc.returncode == 0, proc.stderr
+    for name in ("broken.png", "empty.jpg"):
+        assert name in proc.stderr
+    assert (tmp_path / "run" / "metrics.json").is_file()
+
+
+def test_weights_of_wrong_shape(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    bad = tmp_path / "bad.safetensors"
+    save_file({"conv1.weight": torch.zeros(3, 3, 1, 1)}, str(bad))
+    root = _image_folder(tmp_path / "imgs")
+    proc = run_cli("fit", "--data", str(root), *TINY, "--set", f"model.weights={bad}", "--out", str(tmp_path / "r"))
+    assert_user_error(proc, "shape")
+    assert not (tmp_path / "r").exists()
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_pickle_weights_refused_without_running(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "weights.pt"
+    with open(evil, "wb") as fh:
+        pickle.dump({"state_dict": _Evil(str(marker))}, fh)
+    root = _image_folder(tmp_path / "imgs")
+    proc = run_cli("fit", "--data", str(root), *TINY, "--set", f"model.weights={evil}", "--out", str(tmp_path / "r"))
+    assert_user_error(proc)
+    assert not marker.exists()
+
+
+def test_evaluate_missing_run(tmp_path):
+    proc = run_cli("evaluate", str(tmp_path / "nope"), "mnist")
+    assert_user_error(proc, "nope")
