@@ -1,0 +1,145 @@
+"""Data for transferkit: built-in offline data sets, the user's own files and arrays, transforms and loaders.
+
+:func:`load_data` turns a :class:`~transferkit.config.DataConfig` into :class:`Splits`; everything downstream reads
+only :class:`Dataset` / :class:`Splits`. Reading and splitting data never imports torch (so ``transferkit datasets``
+is fast); :func:`make_loader` and the transforms, which need torch, are imported on first use.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import ConfigError, DataError
+from .base import Dataset, Modality, Splits
+from .builtin import BUILTINS, canonical_name, list_datasets, load_builtin
+from .sources import (
+    from_arrays,
+    from_image_folder,
+    from_text_table,
+    split_dataset,
+    stratified_split,
+    table_format,
+)
+
+if TYPE_CHECKING:
+    from ..config import DataConfig
+    from .loaders import make_loader
+
+__all__ = [
+    "Dataset",
+    "Modality",
+    "Splits",
+    "from_arrays",
+    "from_image_folder",
+    "from_text_table",
+    "list_datasets",
+    "load_builtin",
+    "load_data",
+    "make_loader",
+    "split_dataset",
+    "stratified_split",
+    "subsample_train",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # make_loader imports torch (and transferkit.backbones.base, which imports this package): load it lazily, which
+    # both keeps `import transferkit.data` cheap and avoids a circular import.
+    if name == "make_loader":
+        from .loaders import make_loader
+
+        return make_loader
+    raise AttributeError(f"module 'transferkit.data' has no attribute {name!r}")
+
+
+def load_data(cfg: DataConfig) -> Splits:
+    """Load the data a run configuration points at, as train/val/test :class:`Splits`.
+
+    Exactly one of ``cfg.name`` (a built-in data set, see :func:`list_datasets`) and ``cfg.path`` must be set. A
+    path to a folder is read as an image folder (:func:`from_image_folder`), a ``.csv``/``.tsv``/``.jsonl`` file as a
+    text table (:func:`from_text_table`). Built-in data sets have fixed splits; for paths, ``val_fraction``,
+    ``test_fraction`` and ``split_seed`` decide the splits a source does not bring itself. Then the training split
+    alone is reduced by ``train_size`` (stratified, seeded) or ``per_class`` (exactly k per class, seeded); val and
+    test never change, so results with different training budgets stay comparable.
+
+    Raises:
+        ConfigError: neither or both of ``name`` and ``path``, or both ``train_size`` and ``per_class``.
+        DataError: unknown data set name (with the closest name), missing or unreadable data, too few examples.
+    """
+    if (cfg.name is None) == (cfg.path is None):
+        which = "neither" if cfg.name is None else "both"
+        raise ConfigError(
+            f"Set exactly one of data.name (a built-in data set) and data.path (a folder or file), not {which}."
+        )
+    if cfg.train_size is not None and cfg.per_class is not None:
+        raise ConfigError("Set at most one of data.train_size and data.per_class, not both.")
+    if cfg.name is not None:
+        key = canonical_name(cfg.name)
+        if key not in BUILTINS:
+            close = difflib.get_close_matches(key, list(BUILTINS), n=1, cutoff=0.4)
+            hint = f"did you mean '{close[0]}'?" if close else "run `transferkit datasets` to list them."
+            raise DataError(f"Unknown data set '{cfg.name}'; {hint}")
+        splits = load_builtin(key)
+    else:
+        splits = _load_path(cfg)
+    if cfg.train_size is not None or cfg.per_class is not None:
+        splits = Splits(
+            subsample_train(splits.train, train_size=cfg.train_size, per_class=cfg.per_class, seed=cfg.split_seed),
+            splits.val,
+            splits.test,
+        )
+    return splits
+
+
+def _load_path(cfg: DataConfig) -> Splits:
+    assert cfg.path is not None
+    p = Path(cfg.path).expanduser()
+    if p.is_dir():
+        return from_image_folder(p, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
+    if table_format(p) is not None:
+        return from_text_table(
+            p, cfg.text_column, cfg.label_column, cfg.val_fraction, cfg.test_fraction, cfg.split_seed
+        )
+    if not p.exists():
+        raise DataError(f"Data path '{p}' does not exist; check data.path.")
+    raise DataError(f"Cannot read '{p}': data.path must be an image folder or a .csv, .tsv or .jsonl file.")
+
+
+def subsample_train(
+    ds: Dataset, *, train_size: int | None = None, per_class: int | None = None, seed: int = 0
+) -> Dataset:
+    """Keep part of a training split: at most ``train_size`` examples (stratified), or exactly ``per_class`` per class.
+
+    Both are seeded by ``seed`` and keep the split's existing order among the kept rows. ``train_size`` larger
+    than the split keeps everything.
+
+    Raises:
+        DataError: the split is unlabelled, or a class has fewer than ``per_class`` examples.
+    """
+    if ds.labels is None:
+        raise DataError(f"Training split of '{ds.name}' has no labels, so it cannot be subsampled per class.")
+    if per_class is not None:
+        counts = ds.class_counts()
+        short = [f"{ds.classes[c]} ({counts[c]})" for c in range(ds.num_classes) if counts[c] < per_class]
+        if short:
+            raise DataError(
+                f"per_class={per_class} but some classes have fewer training examples: {', '.join(short[:10])}; "
+                "lower data.per_class."
+            )
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xFE75]))
+        keep = np.concatenate(
+            [rng.choice(np.flatnonzero(ds.labels == c), size=per_class, replace=False) for c in range(ds.num_classes)]
+        )
+    elif train_size is not None:
+        if train_size >= len(ds):
+            return ds
+        keep = stratified_split(ds.labels, [train_size, len(ds) - train_size], seed)[0]
+    else:
+        return ds
+    out = ds.subset(np.sort(keep))
+    out.meta.update({"train_size": train_size, "per_class": per_class, "subsample_seed": seed})
+    return out

