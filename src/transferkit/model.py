@@ -115,7 +115,10 @@ def load_model(folder: str | Path) -> TransferModel:
     except json.JSONDecodeError:
         raise RunError(f"'{meta_path}' is not valid JSON; the model folder is damaged, save it again.") from None
     backbone = build_from_spec(meta["backbone"])
-    backbone.preprocessing = Preprocessing.from_dict(meta["preprocessing"])
+    pre = Preprocessing.from_dict(meta["preprocessing"])
+    if pre.tokenizer and not Path(pre.tokenizer).exists() and backbone.preprocessing.tokenizer:
+        pre.tokenizer = backbone.preprocessing.tokenizer  # the packaged tokenizer moved with a new venv
+    backbone.preprocessing = pre
     head = meta["head"]
     model = TransferModel(
         backbone,
