@@ -15,7 +15,7 @@ TINY = ["--backbone", "timm:test_resnet", "--set", "model.pretrained=false", "--
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFERKIT_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFERKIT_OFFLINE": "1"}
     return subprocess.run(
         [sys.executable, "-m", "transferkit.cli", *args], capture_output=True, text=True, cwd=cwd or ROOT,
         env=env, timeout=timeout,
