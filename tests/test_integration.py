@@ -1,0 +1,53 @@
+"""Each fine-tuning strategy does what it claims on real data with the real pretrained weights (offline)."""
+
+from __future__ import annotations
+
+import pytest
+
+from transferkit import TransferClassifier
+from transferkit.config import DataConfig
+from transferkit.data import load_data
+
+pytestmark = pytest.mark.slow
+
+IMAGE = dict(backbone="mobilenet_v2.imagenet", image_size=64, batch_size=64, progress=False)
+
+
+@pytest.fixture(scope="module")
+def animals():
+    return load_data(DataConfig(name="animal-mnist", train_size=1000))
+
+
+def test_finetune_pretrained_beats_random_init(animals):
+    pre = TransferClassifier(method="finetune", epochs=3, **IMAGE).fit(animals).evaluate(animals.test)["accuracy"]
+    rnd = TransferClassifier(method="finetune", epochs=3, **{**IMAGE, "backbone": "mobilenet_v2.random"})
+    rnd_acc = rnd.fit(animals).evaluate(animals.test)["accuracy"]
+    assert pre >= 0.88, pre
+    assert pre - rnd_acc >= 0.15, (pre, rnd_acc)
+
+
+def test_linear_probe_trains_only_the_head(animals):
+    clf = TransferClassifier(method="linear-probe", epochs=3, lr=1e-3, **IMAGE).fit(animals)
+    res = clf.fit_result_
+    assert res.trainable_params == 1280 * 10 + 10
+    assert clf.evaluate(animals.test)["accuracy"] >= 0.75
+
+
+def test_freeze_unfreeze(animals):
+    import torch
+
+    from transferkit.backbones import build_backbone
+
+    clf = TransferClassifier(method="freeze-unfreeze", epochs=3, head_epochs=1, **IMAGE).fit(animals)
+    assert clf.history_[0]["val_accuracy"] >= 0.6  # the head alone, on frozen pretrained features, already works
+    assert clf.evaluate(animals.test)["accuracy"] >= 0.80
+    source = build_backbone("mobilenet_v2.imagenet").state_dict()
+    tuned = clf.model_.backbone.state_dict()
+    assert any(not torch.equal(source[k], tuned[k]) for k in source if k.endswith("weight"))  # then it unfroze
+
+
+def test_text_linear_probe_on_minilm():
+    rt = load_data(DataConfig(name="rotten-tomatoes", train_size=1000))
+    clf = TransferClassifier(backbone="minilm-l6", method="linear-probe", epochs=3, lr=3e-3, batch_size=64,
+                             progress=False).fit(rt)
+    assert clf.evaluate(rt.test)["accuracy"] >= 0.68
