@@ -11,7 +11,7 @@ def table(headers: list[str], rows: list[list[object]]) -> str:
     """A Markdown table (floats shown with 4 significant digits)."""
 
     def fmt(v: object) -> str:
-        return f"{v:.4g}" if isinstance(v, float) else str(v)
+        return f"{v:.4f}" if isinstance(v, float) and abs(v) < 10 else f"{v:.1f}" if isinstance(v, float) else str(v)
 
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]

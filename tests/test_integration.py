@@ -42,7 +42,7 @@ def test_freeze_unfreeze(animals):
     assert clf.history_[0]["val_accuracy"] >= 0.6  # the head alone, on frozen pretrained features, already works
     assert clf.evaluate(animals.test)["accuracy"] >= 0.80
     source = build_backbone("mobilenet_v2.imagenet").state_dict()
-    tuned = clf.model_.backbone.state_dict()
+    tuned = {k: v.cpu() for k, v in clf.model_.backbone.state_dict().items()}
     assert any(not torch.equal(source[k], tuned[k]) for k in source if k.endswith("weight"))  # then it unfroze
 
 

@@ -92,7 +92,7 @@ def fit(
         return make_loader(
             ds, pre, image_size=model.image_size, train=train, augment=cfg.augment if train else "none",
             batch_size=batch_size or cfg.batch_size, seed=cfg.seed, epoch=epoch, num_workers=cfg.num_workers,
-            drop_last=drop_last,
+            drop_last=drop_last, pin_memory=device.type == "cuda",
         )
 
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
@@ -100,7 +100,9 @@ def fit(
         steps_per_epoch = math.ceil(steps_per_epoch / accelerator.num_processes)
     ctx = FitContext(model, train, model_cfg, cfg, loader, dict(extra or {}), device, steps_per_epoch)
     method.setup(ctx)
-    optimizer = build_optimizer(method.param_groups(model), cfg)
+    model.to(device)
+    method.to(device)
+    optimizer = build_optimizer(method.param_groups(model), cfg, fused=device.type == "cuda")
     total_steps = steps_per_epoch * cfg.epochs
     scheduler, sched_when = build_scheduler(optimizer, cfg, total_steps)
     model, method_mod, optimizer = _prepare(accelerator, model, method, optimizer)
@@ -161,7 +163,9 @@ def fit(
             stopped_early = True
             break
 
-    base = _unwrap(accelerator, model)
+    # Drop Accelerate's wrappers, the mixed-precision autocast on forward included: the returned model computes in
+    # float32 like one rebuilt by load_model, so predictions before and after save/load agree.
+    base = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
     del method_mod
     return FitResult(
         history=history, best_epoch=best_epoch + 1, best_state=best_state, stopped_early=stopped_early,
