@@ -30,7 +30,6 @@ from transferkit.methods import create_method  # noqa: E402
 from transferkit.model import TransferModel  # noqa: E402
 from transferkit.train.loop import fit  # noqa: E402
 
-
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 

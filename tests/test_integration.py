@@ -47,7 +47,10 @@ def test_freeze_unfreeze(animals):
 
 
 def test_text_linear_probe_on_minilm():
-    rt = load_data(DataConfig(name="rotten-tomatoes", train_size=1000))
+    from transferkit.data.base import Splits
+
+    rt = load_data(DataConfig(name="rotten-tomatoes", train_size=800))
     clf = TransferClassifier(backbone="minilm-l6", method="linear-probe", epochs=3, lr=3e-3, batch_size=64,
-                             progress=False).fit(rt)
-    assert clf.evaluate(rt.test)["accuracy"] >= 0.68
+                             progress=False).fit(Splits(rt.train, rt.val.subset(range(300))))
+    assert clf.fit_result_.trainable_params == 384 * 2 + 2
+    assert clf.evaluate(rt.test.subset(range(800)))["accuracy"] >= 0.68

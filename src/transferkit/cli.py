@@ -138,8 +138,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     from .api import TransferClassifier
-    from .evaluate import write_predictions_csv
     from .errors import DataError
+    from .evaluate import write_predictions_csv
 
     est = TransferClassifier.load(args.run)
     modality = est.model_.preprocessing.modality
