@@ -72,3 +72,56 @@ def test_fit_is_deterministic(blobs_images):
     a = TransferClassifier(epochs=2, seed=3, **TINY).fit(data).predict_proba(x)
     b = TransferClassifier(epochs=2, seed=3, **TINY).fit(data).predict_proba(x)
     np.testing.assert_array_equal(a, b)
+
+
+def test_user_module_backbone_with_weights_file(tmp_path, blobs_images):
+    import torch
+    from safetensors.torch import save_file
+
+    from tests.tiny import make_tiny
+    from transferkit.errors import WeightsError
+
+    x, y = blobs_images
+    torch.manual_seed(1)
+    good = tmp_path / "tiny.safetensors"
+    save_file(make_tiny().state_dict(), str(good))
+    clf = TransferClassifier(backbone="module:tests.tiny:make_tiny", weights=str(good), epochs=1, progress=False)
+    clf.fit(from_arrays(x, y, modality="image"))
+    clf.save(tmp_path / "m")
+    np.testing.assert_array_equal(TransferClassifier.load(tmp_path / "m").predict_proba(x), clf.predict_proba(x))
+
+    bad = tmp_path / "bad.safetensors"
+    save_file({k: torch.zeros(2, *v.shape[1:]) if v.ndim else v for k, v in make_tiny().state_dict().items()},
+              str(bad))
+    with pytest.raises(WeightsError, match="shape"):
+        TransferClassifier(backbone="module:tests.tiny:make_tiny", weights=str(bad), epochs=1).fit(
+            from_arrays(x, y, modality="image"))
+
+
+def test_early_stopping_stops_when_val_does_not_improve(blobs_images):
+    x, y = blobs_images
+    data = from_arrays(x, y, modality="image")
+    splits = Splits(train=data, val=data)
+    clf = TransferClassifier(epochs=6, lr=1e-12, head_lr_scale=1.0, early_stopping=1, **TINY).fit(splits)
+    assert len(clf.history_) == 2 and clf.fit_result_.stopped_early
+    assert clf.fit_result_.best_epoch == 1
+
+
+def test_cosine_schedule_with_warmup():
+    import torch
+
+    from transferkit.config import TrainConfig
+    from transferkit.train.schedules import build_optimizer, build_scheduler
+
+    p = torch.nn.Parameter(torch.zeros(2, 2))
+    opt = build_optimizer([{"params": [p], "lr": 1.0}], TrainConfig(lr=1.0))
+    sched, when = build_scheduler(opt, TrainConfig(lr=1.0, warmup_fraction=0.1, schedule="cosine"), total_steps=100)
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert when == "step"
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert lrs[55] == pytest.approx(0.5, abs=0.03) and lrs[-1] < 0.01
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))

@@ -29,3 +29,8 @@ class TinyConvBackbone(Backbone):
 
     def spec(self) -> dict[str, Any]:
         return {"kind": "tiny-test"}
+
+
+def make_tiny() -> TinyConvBackbone:
+    """Factory for the ``module:tests.tiny:make_tiny`` backbone name (a user's own model)."""
+    return TinyConvBackbone()

@@ -5,7 +5,8 @@ Names:
 - catalog names that work offline: ``mobilenet_v2.imagenet``, ``mobilenet_v2.random``, ``minilm-l6``;
 - ``torchvision:<model>`` (or ``tv:``), e.g. ``tv:resnet18``, ``torchvision:resnet50.IMAGENET1K_V1``;
 - ``timm:<model>``, e.g. ``timm:resnet18``, ``timm:resnet50.a1_in1k``;
-- ``hf:<hub id or local folder>``, e.g. ``hf:bert-base-uncased``, ``hf:/models/my-encoder``.
+- ``hf:<hub id or local folder>``, e.g. ``hf:bert-base-uncased``, ``hf:/models/my-encoder``;
+- ``module:<package.module>:<function>``: your own model, a function returning a Backbone (e.g. a ModuleBackbone).
 
 Hub names download once for online users (and then work from the cache). Offline, a name whose weights are not
 cached fails at once with a :class:`~transferkit.errors.BackboneError` that says how to give a local file. A local
@@ -45,6 +46,7 @@ _PATTERNS = {
     "timm:<model>": "image, any timm model, e.g. timm:resnet18, timm:resnet50.a1_in1k (hub weights, cached offline)",
     "torchvision:<model>": "image, any torchvision classifier, e.g. torchvision:resnet18 or tv:mobilenet_v3_small",
     "hf:<id or folder>": "text, any transformers encoder, e.g. hf:bert-base-uncased or hf:/path/to/folder",
+    "module:<pkg.mod>:<fn>": "your own nn.Module: fn() returns a ModuleBackbone; add model.weights for a file",
 }
 
 
@@ -98,7 +100,43 @@ def build_backbone(name: str, *, weights: str | None = None, pretrained: bool = 
         from .hf_backbone import HFBackbone
 
         return HFBackbone(rest, pretrained=pretrained, weights=weights, display_name=name)
+    if prefix == "module":
+        return _from_factory(rest, weights)
     raise _unknown(name)
+
+
+def _from_factory(target: str, weights: str | None) -> Backbone:
+    """``module:package.module:function``: the user's own model, built by a function that returns a Backbone.
+
+    The function typically wraps any ``nn.Module`` in :class:`ModuleBackbone` (feature size, preprocessing, blocks).
+    ``weights`` then loads a local file into it. The spec records the target, so a saved model rebuilds by calling
+    the same function again (the package must be importable where the model is loaded).
+    """
+    import importlib
+
+    mod_name, _, attr = target.partition(":")
+    try:
+        fn = getattr(importlib.import_module(mod_name), attr) if attr else None
+    except (ImportError, AttributeError):
+        fn = None
+    if fn is None or not callable(fn):
+        raise BackboneError(
+            f"Cannot import the backbone function '{target}'; write it as module:package.module:function, "
+            "importable from where you run transferkit, returning a transferkit Backbone (e.g. a ModuleBackbone)."
+        )
+    bb = fn()
+    if not isinstance(bb, Backbone):
+        raise BackboneError(
+            f"'{target}' returned a {type(bb).__name__}, not a Backbone; wrap your nn.Module in "
+            "transferkit.backbones.ModuleBackbone(module, feature_dim, preprocessing)."
+        )
+    if weights is not None:
+        from .weights import load_into, load_state_dict
+
+        load_into(bb, load_state_dict(weights), strict=True, what=f"backbone '{target}'")
+    base_spec = bb.spec
+    bb.spec = lambda: {"type": "factory", "target": target, "inner": base_spec()}  # type: ignore[method-assign]
+    return bb
 
 
 build = build_backbone  # the name base.py's docstring uses
@@ -142,6 +180,8 @@ def build_from_spec(spec: dict[str, Any]) -> Backbone:
         return bb
     if kind == "module":
         return ModuleBackbone.from_spec(spec)
+    if kind == "factory":
+        return _from_factory(spec["target"], None)
     raise BackboneError(f"Unknown backbone type '{kind}' in the saved spec; it was saved by a newer transferkit.")
 
 
