@@ -475,3 +475,27 @@ def test_minilm_embeds_paraphrases_closer_than_unrelated_sentences() -> None:
         return
     ref = torch.tensor(SentenceTransformer(bb.preprocessing.tokenizer, device="cpu").encode(sents))
     assert torch.allclose(f, ref, atol=1e-5)
+
+
+def test_bow_hash_counts_word_pieces_ignores_padding_and_rebuilds_from_spec() -> None:
+    from transferkit.backbones import build_from_spec
+    from transferkit.data.loaders import load_tokenizer
+
+    bb = build_backbone("bow-hash")
+    assert bb.feature_dim == 4096 and bb.preprocessing.modality == "text"
+    assert not list(bb.parameters())  # a fixed featuriser: nothing to train
+    tok = load_tokenizer(bb.preprocessing.tokenizer)
+    texts = ["a great great film", "a great great film", "a dull and tedious mess"]
+    short = tok(texts, padding=True, return_tensors="pt")
+    long = tok(texts, padding="max_length", max_length=40, return_tensors="pt")
+    f, f_padded = bb(dict(short)), bb(dict(long))
+    assert torch.allclose(f, f_padded)  # padding does not count
+    assert torch.allclose(f.norm(dim=1), torch.ones(3))
+    assert torch.equal(f[0], f[1]) and (f[0] - f[2]).abs().sum() > 0.5
+    # "great" appears twice: its bucket holds log(1 + 2) before normalisation, larger than a single word's log(2)
+    great = tok.convert_tokens_to_ids("great")
+    film = tok.convert_tokens_to_ids("film")
+    b = bb.buckets.bucket
+    assert f[0, b[great]] > f[0, b[film]] > 0
+    rebuilt = build_from_spec(bb.spec())
+    assert torch.equal(rebuilt(dict(short)), f)

@@ -2,7 +2,7 @@
 
 Names:
 
-- catalog names that work offline: ``mobilenet_v2.imagenet``, ``mobilenet_v2.random``, ``minilm-l6``;
+- catalog names that work offline: ``mobilenet_v2.imagenet``, ``mobilenet_v2.random``, ``minilm-l6``, ``bow-hash``;
 - ``torchvision:<model>`` (or ``tv:``), e.g. ``tv:resnet18``, ``torchvision:resnet50.IMAGENET1K_V1``;
 - ``timm:<model>``, e.g. ``timm:resnet18``, ``timm:resnet50.a1_in1k``;
 - ``hf:<hub id or local folder>``, e.g. ``hf:bert-base-uncased``, ``hf:/models/my-encoder``;
@@ -180,8 +180,20 @@ def build_from_spec(spec: dict[str, Any]) -> Backbone:
         return bb
     if kind == "module":
         return ModuleBackbone.from_spec(spec)
+    if kind == "bow":
+        from .bow_backbone import BowBackbone
+
+        return BowBackbone.from_spec(spec)
     if kind == "factory":
         return _from_factory(spec["target"], None)
+    if kind == "tap":  # blocks of a backbone, pooled (transferkit.features)
+        from ..features.taps import TapBackbone
+
+        return TapBackbone(build_from_spec(spec["backbone"]), spec.get("layers"), spec.get("pooling", "avg"))
+    if kind == "fused":  # several backbones concatenated (transferkit.features)
+        from ..features.taps import FusedBackbone
+
+        return FusedBackbone([build_from_spec(p) for p in spec["parts"]])
     raise BackboneError(f"Unknown backbone type '{kind}' in the saved spec; it was saved by a newer transferkit.")
 
 

