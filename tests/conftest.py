@@ -8,6 +8,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TRANSFERKIT_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+if "TRANSFERKIT_CACHE_DIR" not in os.environ:  # tests never read or fill the user's feature cache
+    import tempfile
+
+    os.environ["TRANSFERKIT_CACHE_DIR"] = tempfile.mkdtemp(prefix="transferkit-test-cache-")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -73,8 +73,8 @@ class TransferClassifier:
         """
         import torch
 
-        from .backbones import build_backbone
         from .methods import create_method
+        from .methods.base import FitContext
         from .model import TransferModel
         from .train.loop import fit as fit_loop
         from .train.seeding import seed_everything
@@ -87,7 +87,8 @@ class TransferClassifier:
         model_cfg, train_cfg = self.configs
         _check_label_set(train_ds, val_ds)
         seed_everything(train_cfg.seed)
-        backbone = build_backbone(model_cfg.backbone, weights=model_cfg.weights, pretrained=model_cfg.pretrained)
+        method = create_method(model_cfg.method, model_cfg.method_params)
+        backbone = method.build_backbone(model_cfg)
         if backbone.preprocessing.modality != train_ds.modality:
             raise DataError(
                 f"Backbone '{model_cfg.backbone}' takes {backbone.preprocessing.modality} inputs but the data is "
@@ -97,12 +98,14 @@ class TransferClassifier:
             backbone, train_ds.classes, head=model_cfg.head, head_hidden=model_cfg.head_hidden,
             head_dropout=model_cfg.head_dropout, image_size=model_cfg.image_size,
         )
-        method = create_method(model_cfg.method, model_cfg.method_params)
         extra_ds = {k: as_dataset(v) for k, v in (extra or {}).items()}
-        result = fit_loop(
-            model, method, train_ds, val_ds, model_cfg, train_cfg,
-            checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None, resume=resume, extra=extra_ds,
-        )
+        ckpt = Path(checkpoint_dir) if checkpoint_dir else None
+        ctx = FitContext(model, train_ds, model_cfg, train_cfg, make_loader=None, extra=extra_ds,
+                         options={"checkpoint_dir": ckpt, "resume": resume})
+        result = method.custom_fit(ctx, val_ds)
+        if result is None:
+            result = fit_loop(model, method, train_ds, val_ds, model_cfg, train_cfg, checkpoint_dir=ckpt,
+                              resume=resume, extra=extra_ds)
         model.load_state_dict(result.best_state)
         model.to("cpu").eval()
         torch.set_grad_enabled(True)
@@ -111,18 +114,39 @@ class TransferClassifier:
         self.history_ = result.history
         self.fit_result_ = result
         self.method_ = method.describe()
+        self.frozen_backbone_ = bool(method.frozen_backbone)
         return self
 
     # --- inference --------------------------------------------------------------------------------------
-    def predict_proba(self, X: Any, *, batch_size: int = 256, progress: bool = False) -> np.ndarray:
-        """Class probabilities ``(N, C)`` in the order of ``classes_``."""
+    def predict_proba(self, X: Any, *, batch_size: int = 256, progress: bool = False, cache: bool = False
+                      ) -> np.ndarray:
+        """Class probabilities ``(N, C)`` in the order of ``classes_``.
+
+        A model whose backbone stayed frozen (``probe``, ``mlp-head``) runs it through the fast frozen-inference
+        engine (ONNX Runtime on CPU) and its head on the features; ``cache=True`` also keeps those features on disk.
+        """
         from .train.inference import predict_logits, softmax
 
         model = self._fitted()
         ds = as_dataset(X, modality=model.preprocessing.modality, classes=self.classes_)
+        if getattr(self, "frozen_backbone_", False):
+            return softmax(self._frozen_logits(ds, batch_size=batch_size, progress=progress, cache=cache))
         device = _inference_device()
         model.to(device)
         return softmax(predict_logits(model, ds, batch_size=batch_size, device=device, progress=progress))
+
+    def _frozen_logits(self, ds: Dataset, *, batch_size: int, progress: bool, cache: bool) -> np.ndarray:
+        import torch
+
+        from .features import extract_features
+
+        model = self._fitted()
+        engine = ((getattr(self, "method_", None) or {}).get("params") or {}).get("engine", "auto")
+        feats = extract_features(model.backbone, ds, image_size=model.image_size, engine=engine, cache=cache,
+                                 batch_size=min(batch_size, 128), progress=progress)
+        model.head.eval()
+        with torch.no_grad():
+            return model.head(torch.from_numpy(np.array(feats, dtype=np.float32))).numpy()
 
     def predict(self, X: Any, **kw: Any) -> np.ndarray:
         """Predicted class names."""
@@ -138,7 +162,7 @@ class TransferClassifier:
             raise DataError("evaluate() needs labelled data; use predict() for unlabelled inputs.")
         if list(ds.classes) != list(self.classes_):
             ds = _remap_labels(ds, self.classes_)
-        proba = self.predict_proba(ds, batch_size=batch_size)
+        proba = self.predict_proba(ds, batch_size=batch_size, cache=True)
         return classification_metrics(ds.labels, proba, self.classes_)
 
     # --- persistence ------------------------------------------------------------------------------------
@@ -148,7 +172,8 @@ class TransferClassifier:
 
         model = self._fitted()
         params = self.get_params()
-        save_model(model, folder, extra={"hyperparameters": params, "method": getattr(self, "method_", None)})
+        save_model(model, folder, extra={"hyperparameters": params, "method": getattr(self, "method_", None),
+                                         "frozen_backbone": bool(getattr(self, "frozen_backbone_", False))})
         return Path(folder)
 
     @classmethod
@@ -166,6 +191,7 @@ class TransferClassifier:
         est.model_ = model
         est.classes_ = list(model.classes)
         est.method_ = meta.get("method")
+        est.frozen_backbone_ = bool(meta.get("frozen_backbone", False))
         return est
 
     def _fitted(self) -> Any:

@@ -4,6 +4,8 @@
     transferkit fit --data animal-mnist --backbone mobilenet_v2.imagenet --method finetune --out runs/animal
     transferkit evaluate RUN DATA [--split test]
     transferkit predict RUN PATH [PATH ...] [--out predictions.csv]
+    transferkit rank --data animal-mnist --backbones mobilenet_v2.imagenet,mobilenet_v2.imagenet@4,timm:resnet18~random
+    transferkit cache list | clear
     transferkit datasets | backbones | methods
 
 Heavy libraries (torch, transformers) are imported only inside the commands, so ``--help`` answers at once. A user
@@ -50,6 +52,23 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("paths", nargs="+", help="image files or folders; for text models, .txt files (one per line)")
     pr.add_argument("--out", default="predictions.csv", help="CSV to write (default predictions.csv)")
     pr.add_argument("--top-k", type=int, default=1, help="also list the k most likely classes")
+
+    rk = sub.add_parser("rank", help="rank candidate backbones on your data without training (LogME, LEEP, ...)")
+    rk.add_argument("--data", required=True, help="a built-in data set name, an image folder, or a CSV/TSV/JSONL file")
+    rk.add_argument("--backbones", required=True, metavar="A,B,C",
+                    help="comma-separated candidates: name, name@BLOCK, name@B1+B2, name~random (random weights)")
+    rk.add_argument("--max-samples", type=int, default=500, help="training examples scored (default 500)")
+    rk.add_argument("--metrics", default="logme,leep,hscore,knn", help="any of logme,leep,hscore,knn")
+    rk.add_argument("--image-size", type=int, help="image side in pixels (default: each backbone's own)")
+    rk.add_argument("--seed", type=int, default=0, help="seed of the subsample and of random weights")
+    rk.add_argument("--engine", default="auto", help="feature extraction engine (auto, torch or onnx)")
+    rk.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    rk.add_argument("--out", help="also write the ranking to this JSON file")
+
+    c = sub.add_parser("cache", help="list or clear the feature cache ($TRANSFERKIT_CACHE_DIR)")
+    cache_sub = c.add_subparsers(dest="action", metavar="ACTION", required=True)
+    cache_sub.add_parser("list", help="list cached features and exported ONNX models")
+    cache_sub.add_parser("clear", help="remove every cached feature set and exported model")
 
     sub.add_parser("datasets", help="list the built-in offline data sets")
     sub.add_parser("backbones", help="list the built-in offline backbones and the hub prefixes")
@@ -161,6 +180,36 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cache(args: argparse.Namespace) -> int:
+    from .features import default_cache
+
+    cache = default_cache()
+    if args.action == "clear":
+        print(f"removed {cache.clear()} cache entries from {cache.root}")
+        return 0
+    rows, models = cache.entries(), cache.models()
+    print(f"feature cache: {cache.root}")
+    if not rows and not models:
+        print("(empty)")
+        return 0
+    mb = lambda n: f"{n / 1e6:.1f}"  # noqa: E731
+    if rows:
+        print(f"{'key':12s}  {'backbone':28s} {'layers':10s} {'pooling':7s} {'data':16s} {'n':>7s} {'dim':>6s} "
+              f"{'MB':>8s}  created")
+        for r in rows:
+            layers = "final" if r["layers"] is None else str(r["layers"]).replace(" ", "")
+            print(f"{r['key'][:12]:12s}  {r['backbone']:28s} {layers:10s} {str(r['pooling'] or '-'):7s} "
+                  f"{str(r['data'] or '-'):16s} {r['n'] or 0:7d} {r['dim'] or 0:6d} {mb(r['bytes']):>8s}  "
+                  f"{r['created'] or '-'}")
+    if models:
+        print("\nexported ONNX models (frozen backbones, reused by every extraction on CPU):")
+        print(f"{'key':12s}  {'backbone':28s} {'size':>5s} {'exporter':11s} {'MB':>8s}  created")
+        for m in models:
+            print(f"{m['key'][:12]:12s}  {m['backbone']:28s} {str(m['image_size'] or '-'):>5s} "
+                  f"{str(m['exporter'] or '-'):11s} {mb(m['bytes']):>8s}  {m['created'] or '-'}")
+    return 0
+
+
 def _datasets(args: argparse.Namespace) -> int:
     from .data.builtin import list_datasets
 
@@ -185,8 +234,30 @@ def _methods(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"fit": _fit, "evaluate": _evaluate, "predict": _predict, "datasets": _datasets,
+def _rank(args: argparse.Namespace) -> int:
+    from .config import DataConfig
+    from .data import load_data
+    from .io import write_json
+    from .ranking import rank_backbones
+
+    cfg = DataConfig(path=args.data) if Path(args.data).exists() else DataConfig(name=args.data)
+    result = rank_backbones(
+        load_data(cfg), [c for c in args.backbones.split(",") if c.strip()], metrics=args.metrics.split(","),
+        max_samples=args.max_samples, seed=args.seed, image_size=args.image_size, engine=args.engine,
+        cache=not args.no_cache, progress=True,
+    )
+    print(result.table())
+    what = "highest LogME" if result.recommend_by == "logme" else f"highest {result.recommend_by}"
+    print(f"recommended: {result.best} ({what})" if result.best else "recommended: none (no candidate could be scored)")
+    if args.out:
+        write_json(args.out, result.to_dict())
+    return 0
+
+
+_COMMANDS = {"fit": _fit, "evaluate": _evaluate, "predict": _predict, "cache": _cache, "datasets": _datasets,
              "backbones": _backbones, "methods": _methods}
+
+_COMMANDS["rank"] = _rank
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

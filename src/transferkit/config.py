@@ -49,6 +49,7 @@ class ModelConfig:
     head_hidden: int = 512
     head_dropout: float = 0.0
     image_size: int | None = None  # None: the backbone's own input size
+    drop_path: float = 0.0  # stochastic depth (largest per-block drop rate) where the backbone has it (timm, some tv)
 
 
 @dataclass
@@ -68,6 +69,8 @@ class TrainConfig:
     head_epochs: int = 1  # freeze-unfreeze: epochs with only the head training
     layer_decay: float = 1.0  # per-block LR multiplier, counted down from the top block (1.0: off)
     label_smoothing: float = 0.0
+    mixup_alpha: float = 0.0  # mixup of the labelled batch with soft targets, Beta(alpha, alpha); 0: off
+    cutmix_alpha: float = 0.0  # cutmix (images only), Beta(alpha, alpha); with mixup too, one of them per batch
     augment: str = "none"  # none | light | standard
     grad_clip: float | None = 1.0
     early_stopping: int | None = None  # patience in epochs on `monitor`; None: off
@@ -228,10 +231,14 @@ def _check_ranges(obj: Any, section: str) -> None:
         v = getattr(obj, f.name)
         if f.name in positive and v is not None and v <= 0:
             raise ConfigError(f"'{section}.{f.name}' must be a positive number, not {v}.")
-    for name in ("val_fraction", "test_fraction", "warmup_fraction", "head_dropout", "label_smoothing"):
+    for name in ("val_fraction", "test_fraction", "warmup_fraction", "head_dropout", "label_smoothing", "drop_path"):
         v = getattr(obj, name, None)
         if v is not None and not 0.0 <= v < 1.0:
             raise ConfigError(f"'{section}.{name}' must be in [0, 1), not {v}.")
+    for name in ("mixup_alpha", "cutmix_alpha"):
+        v = getattr(obj, name, None)
+        if v is not None and v < 0:
+            raise ConfigError(f"'{section}.{name}' must be 0 (off) or positive, not {v}.")
     if getattr(obj, "lr", 1.0) <= 0:
         raise ConfigError(f"'{section}.lr' must be positive, not {obj.lr}.")
 

@@ -11,6 +11,11 @@ from __future__ import annotations
 class TransferkitError(Exception):
     """A user error whose message is one plain sentence: what is wrong and what to do."""
 
+    def __init__(self, message: str = "", *args: object) -> None:
+        if message.endswith("?."):  # a sentence ending in a suggestion ("did you mean 'x'?") needs no full stop
+            message = message[:-1]
+        super().__init__(message, *args)
+
 
 class ConfigError(TransferkitError):
     """The run configuration is invalid (unknown key, wrong type, impossible value)."""

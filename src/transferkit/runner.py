@@ -49,8 +49,13 @@ def run_fit(cfg: RunConfig, *, resume: bool = False) -> RunResult:
     params = {**dataclasses.asdict(cfg.model), **dataclasses.asdict(cfg.train)}
     est = TransferClassifier(**params)
     work = folder.start(cfg.to_dict())
-    log(f"training {cfg.model.method} on {cfg.model.backbone} for {cfg.train.epochs} epochs"
-        + (" (resuming)" if resume else ""))
+    from .methods import get_method_class
+
+    if get_method_class(cfg.model.method).frozen_backbone:
+        log(f"fitting {cfg.model.method} on frozen {cfg.model.backbone} features (cached on disk)")
+    else:
+        log(f"training {cfg.model.method} on {cfg.model.backbone} for {cfg.train.epochs} epochs"
+            + (" (resuming)" if resume else ""))
     est.fit(splits, checkpoint_dir=folder.checkpoint_dir, resume=resume)
     t_train = time.perf_counter() - t0
 

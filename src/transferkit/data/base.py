@@ -75,15 +75,17 @@ class Dataset:
             return np.zeros(self.num_classes, dtype=np.int64)
         return np.bincount(self.labels, minlength=self.num_classes)
 
-    def fingerprint(self) -> str:
+    def fingerprint(self, labels: bool = True) -> str:
         """A SHA-256 of the content (inputs, labels, classes): equal data gives an equal fingerprint.
 
         File-path inputs are hashed by path, size and modification time, so an edited file changes the print
-        without re-reading every image.
+        without re-reading every image. ``labels=False`` hashes the inputs alone (no labels, no class names): what
+        a frozen backbone's features depend on, so relabelled data keeps its cached features.
         """
         h = hashlib.sha256()
         h.update(self.modality.encode())
-        h.update("\x00".join(self.classes).encode())
+        if labels:
+            h.update("\x00".join(self.classes).encode())
         if isinstance(self.inputs, np.ndarray):
             h.update(str(self.inputs.dtype).encode() + str(self.inputs.shape).encode())
             h.update(np.ascontiguousarray(self.inputs).tobytes())
@@ -96,7 +98,7 @@ class Dataset:
         else:
             for s in self.inputs:
                 h.update(str(s).encode("utf-8") + b"\x01")
-        if self.labels is not None:
+        if labels and self.labels is not None:
             h.update(self.labels.tobytes())
         return h.hexdigest()
 

@@ -8,8 +8,10 @@ without the loop knowing it exists. Methods that need more data than the labelle
 of domain adaptation) get it through :class:`FitContext` and draw their own batches.
 
 The default implementation here *is* plain fine-tuning: cross-entropy (with optional label smoothing) on the
-labelled batch, the first ``freeze_blocks`` backbone blocks frozen with their batch-norm statistics fixed, a
-layer-wise learning-rate decay counted down from the top block, and the new head at ``lr * head_lr_scale``.
+labelled batch (mixed by mixup / cutmix into soft targets when ``train.mixup_alpha`` / ``cutmix_alpha`` are set,
+see :mod:`transferkit.train.mixing`: subclasses get the same through :meth:`Method.mix`), the first
+``freeze_blocks`` backbone blocks frozen with their batch-norm statistics fixed, a layer-wise learning-rate decay
+counted down from the top block, and the new head at ``lr * head_lr_scale``.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class FitContext:
     extra: dict[str, Dataset] = field(default_factory=dict)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     steps_per_epoch: int = 0
+    options: dict[str, Any] = field(default_factory=dict)  # checkpoint_dir, resume: for methods that fit themselves
 
 
 @dataclass
@@ -72,6 +75,7 @@ class Method(nn.Module):
     name: ClassVar[str] = "finetune"
     summary: ClassVar[str] = "fine-tune the backbone and a new head with cross-entropy"
     Params: ClassVar[type] = NoParams
+    frozen_backbone: ClassVar[bool] = False  # True: the backbone never trains (predictions may use fast engines)
 
     def __init__(self, params: Any | None = None) -> None:
         super().__init__()
@@ -80,11 +84,34 @@ class Method(nn.Module):
         self._frozen_blocks: int = 0
         self._backbone_frozen: bool = False
         self.progress: float = 0.0
+        self._mixer: Any = None  # mixup / cutmix of the labelled batch (train.mixup_alpha, train.cutmix_alpha)
 
     # --- set-up -------------------------------------------------------------------------------------------
+    def build_backbone(self, model_cfg: ModelConfig) -> Any:
+        """The backbone this method trains on (by default the configured one; feature methods tap and fuse)."""
+        from ..backbones import build_backbone
+        from ..train.stochastic_depth import set_drop_path
+
+        backbone = build_backbone(model_cfg.backbone, weights=model_cfg.weights, pretrained=model_cfg.pretrained)
+        set_drop_path(backbone, getattr(model_cfg, "drop_path", 0.0), model_cfg.backbone)
+        return backbone
+
+    def custom_fit(self, ctx: FitContext, val: Dataset | None, **kwargs: Any) -> Any:
+        """Fit without the epoch loop and return a ``FitResult``, or ``None`` (the default) to use the loop.
+
+        For methods whose training is not a sequence of gradient steps on the model (a closed-form or L-BFGS head
+        on cached features); they still share the data, the model, the evaluation and the run folder.
+        """
+        return None
+
     def setup(self, ctx: FitContext) -> None:
         """Called once before training (before device placement); build owned modules here."""
+        from ..train.mixing import make_mixer
+
         self.train_config = ctx.train_config
+        cfg = ctx.train_config
+        modality = ctx.train.modality if ctx.train is not None else None
+        self._mixer = make_mixer(len(ctx.model.classes), modality, cfg.mixup_alpha, cfg.cutmix_alpha)
         self.apply_freezing(ctx.model, epoch=0)
 
     def frozen_block_count(self, model: TransferModel, epoch: int) -> int:
@@ -139,10 +166,14 @@ class Method(nn.Module):
             block.eval()
 
     def training_step(self, model: TransferModel, batch: tuple[Any, torch.Tensor]) -> StepOutput:
-        """Cross-entropy on the labelled batch. Subclasses add regularisers or extra batches."""
-        x, y = batch
+        """Cross-entropy on the labelled batch (mixed, when mixup/cutmix is on). Subclasses add regularisers."""
+        x, y = self.mix(batch)
         logits = model(x)
         return StepOutput(self.classification_loss(logits, y), logits)
+
+    def mix(self, batch: tuple[Any, torch.Tensor]) -> tuple[Any, torch.Tensor]:
+        """The labelled batch after mixup / cutmix (targets become class probabilities); unchanged when both are off."""
+        return batch if self._mixer is None else self._mixer(*batch)
 
     def classification_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """CE(y_hat, y) with the configured label smoothing; ``y`` may be class indices or soft targets."""

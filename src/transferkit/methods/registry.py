@@ -13,7 +13,7 @@ from typing import Any
 from ..errors import ConfigError
 
 _REGISTRY: dict[str, type] = {}
-_BUILTIN_MODULES = ("finetune",)
+_BUILTIN_MODULES = ("finetune", "feature_heads", "l2sp", "delta", "bss", "lwf", "lora", "bitfit", "soft_targets")
 _loaded = False
 
 

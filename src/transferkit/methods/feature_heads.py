@@ -1,0 +1,248 @@
+"""Heads on frozen, cached features: ``probe`` (logistic regression) and ``mlp-head``.
+
+The backbone never trains, so its features are computed once per (backbone, weights, layers, pooling,
+preprocessing, data) and kept on disk by :mod:`transferkit.features`; a second run on the same data reads them back
+and only fits the head. Forward passes run through the fastest engine for the device (ONNX Runtime on CPU, PyTorch
+on GPU). Feature transfer from several sources is feature fusion: ``layers`` picks blocks of the backbone (their
+outputs globally pooled and concatenated) and ``fuse`` adds more backbones, whose features are concatenated too.
+
+* ``probe``: multinomial logistic regression (scikit-learn, L-BFGS) on standardised features,
+
+      min_W,b  (1/2) ||W||^2 + C * sum_i w_{y_i} * (-log softmax(W z_i + b)_{y_i}),  z = (f - mu) / sigma,
+
+  with ``C`` chosen on the validation split from a small grid (warm-started along the path) when not given, and
+  class weights ``w_y = N / (K * N_y)`` with ``class_weight: balanced``. The standardisation is folded into the
+  linear head (``W' = W / sigma``, ``b' = b - W' mu``), so the saved model is an ordinary backbone + linear head.
+* ``mlp-head``: the ``model.head: mlp`` head (Linear-GELU-Dropout-Linear) trained by the one training loop on the
+  cached features (they are a tabular data set to it), with early stopping, schedules and checkpoints as usual;
+  ``train.lr`` is the head's learning rate. ``class_weight: balanced`` weights the cross-entropy the same way.
+
+The loop knows neither: a method may replace the fit through :meth:`Method.custom_fit`, and these two do.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ModelConfig, TrainConfig
+from ..data.base import Dataset
+from ..errors import ConfigError
+from ..model import TransferModel
+from .base import FitContext, Method
+from .registry import register
+
+C_GRID = (0.01, 0.1, 1.0, 10.0)
+
+
+@dataclass
+class FeatureParams:
+    """Where the features come from (shared by ``probe`` and ``mlp-head``)."""
+
+    layers: list[int] | None = None  # backbone blocks to tap (negative from the end); None: the final features
+    pooling: str = "avg"  # avg | max for image blocks; mean | cls for text blocks
+    fuse: list[str] = field(default_factory=list)  # more backbones whose features are concatenated
+    engine: str = "auto"  # auto | onnx | torch
+    cache: bool = True  # keep features on disk and reuse them
+    class_weight: str | None = None  # None | balanced
+
+
+@dataclass
+class ProbeParams(FeatureParams):
+    C: float | None = None  # inverse L2 strength; None: chosen on val from 0.01, 0.1, 1, 10
+    max_iter: int = 500
+
+
+class FeatureHeadMethod(Method):
+    """Base of the methods that train only a head on frozen, cached features."""
+
+    frozen_backbone: ClassVar[bool] = True
+    Params: ClassVar[type] = FeatureParams
+
+    def build_backbone(self, model_cfg: ModelConfig) -> Any:
+        """The frozen feature extractor: the backbone tapped at ``layers``, fused with ``fuse`` backbones."""
+        from ..features import feature_backbone
+
+        p = self.params
+        if p.engine not in ("auto", "onnx", "torch"):
+            raise ConfigError(f"'model.method_params.engine' is '{p.engine}' but must be one of: auto, onnx, torch.")
+        if p.class_weight not in (None, "balanced"):
+            raise ConfigError(f"'model.method_params.class_weight' is '{p.class_weight}' but must be balanced or null.")
+        names = [model_cfg.backbone, *p.fuse]
+        return feature_backbone(names if p.fuse else model_cfg.backbone, layers=p.layers, pooling=p.pooling,
+                                weights=model_cfg.weights, pretrained=model_cfg.pretrained)
+
+    def features(self, model: TransferModel, ds: Dataset, cfg: TrainConfig) -> np.ndarray:
+        from ..features import extract_features
+
+        return extract_features(model.backbone, ds, image_size=model.image_size, engine=self.params.engine,
+                                cache=self.params.cache, progress=cfg.progress,
+                                batch_size=max(cfg.batch_size, 64))
+
+    def custom_fit(self, ctx: FitContext, val: Dataset | None, **_: Any) -> Any:
+        from ..train.loop import FitResult
+
+        model, cfg = ctx.model, ctx.train_config
+        self.train_config = cfg
+        for p in model.backbone.parameters():
+            p.requires_grad_(False)
+        t0 = time.perf_counter()
+        x_train = self.features(model, ctx.train, cfg)
+        x_val = self.features(model, val, cfg) if val is not None and len(val) else None
+        t_feat = time.perf_counter() - t0
+        history = self.fit_head(model, x_train, ctx.train, x_val, val, ctx)
+        for row in history:
+            row.setdefault("feature_seconds", round(t_feat, 3))
+        best = max(range(len(history)), key=lambda i: history[i].get("_score", i)) if history else 0
+        for row in history:
+            row.pop("_score", None)
+        model.eval()
+        return FitResult(
+            history=history, best_epoch=best + 1, best_state={k: v.detach().clone() for k, v in
+                                                              model.state_dict().items()},
+            seconds=time.perf_counter() - t0, trainable_params=sum(p.numel() for p in model.head.parameters()),
+            total_params=sum(p.numel() for p in model.parameters()), extra={"feature_seconds": t_feat},
+        )
+
+    def fit_head(self, model: TransferModel, x_train: np.ndarray, train: Dataset, x_val: np.ndarray | None,
+                 val: Dataset | None, ctx: FitContext) -> list[dict[str, Any]]:
+        """Fit ``model.head`` on the features; returns history rows (``_score`` marks the chosen one)."""
+        raise NotImplementedError
+
+
+def _class_weights(labels: np.ndarray, k: int) -> np.ndarray:
+    counts = np.bincount(labels, minlength=k).astype(np.float64)
+    return np.where(counts > 0, len(labels) / (k * np.maximum(counts, 1)), 0.0)
+
+
+def _head_metrics(logits: np.ndarray, ds: Dataset, prefix: str) -> dict[str, float]:
+    from ..evaluate.metrics import classification_metrics
+    from ..train.inference import softmax
+
+    m = classification_metrics(ds.labels, softmax(logits), ds.classes, top_k=())
+    return {f"{prefix}_loss": m["loss"], f"{prefix}_accuracy": m["accuracy"], f"{prefix}_macro_f1": m["macro_f1"]}
+
+
+@register
+class Probe(FeatureHeadMethod):
+    name: ClassVar[str] = "probe"
+    summary: ClassVar[str] = "logistic regression on frozen, cached (fused) features; C chosen on val"
+    Params: ClassVar[type] = ProbeParams
+
+    def fit_head(self, model: TransferModel, x_train: np.ndarray, train: Dataset, x_val: np.ndarray | None,
+                 val: Dataset | None, ctx: FitContext) -> list[dict[str, Any]]:
+        from sklearn.linear_model import LogisticRegression
+
+        if model.head_kind != "linear":
+            raise ConfigError("method 'probe' trains a linear head; set model.head: linear or use method 'mlp-head'.")
+        p = self.params
+        mu = x_train.mean(0, dtype=np.float64)
+        sigma = x_train.std(0, dtype=np.float64)
+        sigma = np.where(sigma > 1e-8, sigma, 1.0)
+        z_train = ((x_train - mu) / sigma).astype(np.float32)
+        z_val = ((x_val - mu) / sigma).astype(np.float32) if x_val is not None else None
+        grid = [p.C] if p.C is not None else list(C_GRID) if z_val is not None else [1.0]
+        k = len(train.classes)
+        weights = dict(enumerate(_class_weights(train.labels, k))) if p.class_weight == "balanced" else None
+        clf = LogisticRegression(max_iter=p.max_iter, class_weight=weights, warm_start=True, tol=1e-4)
+        history: list[dict[str, Any]] = []
+        best: tuple[float, np.ndarray, np.ndarray] | None = None
+        for c in grid:  # small C first: each fit starts from the last solution (warm start along the path)
+            t0 = time.perf_counter()
+            clf.set_params(C=c)
+            clf.fit(z_train, train.labels)
+            w, b = _full_coef(clf, k)
+            row: dict[str, Any] = {"epoch": len(history) + 1, "C": c, "fit_seconds": round(time.perf_counter() - t0,
+                                                                                           3)}
+            row.update(_head_metrics(z_train @ w.T + b, train, "train"))
+            score = row["train_accuracy"]
+            if z_val is not None and val is not None:
+                row.update(_head_metrics(z_val @ w.T + b, val, "val"))
+                monitor = ctx.train_config.monitor
+                score = -row[monitor] if monitor == "val_loss" else row[monitor]
+            row["_score"] = score
+            history.append(row)
+            if best is None or score > best[0] + 1e-12:
+                best = (score, w, b)
+        assert best is not None
+        _, w, b = best
+        linear = model.head[-1]
+        with torch.no_grad():
+            w_raw = w / sigma[None, :]
+            linear.weight.copy_(torch.from_numpy(w_raw.astype(np.float32)))
+            linear.bias.copy_(torch.from_numpy((b - w_raw @ mu).astype(np.float32)))
+        return history
+
+
+def _full_coef(clf: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(K, D) weights and (K,) biases for every class (sklearn keeps one row for a binary problem)."""
+    coef, bias = clf.coef_.astype(np.float64), clf.intercept_.astype(np.float64)
+    if coef.shape[0] == 1 and k == 2:
+        coef = np.vstack([np.zeros_like(coef[0]), coef[0]])
+        bias = np.array([0.0, bias[0]])
+    if coef.shape[0] != k:  # a class absent from the training data: it gets no score of its own
+        full_w, full_b = np.zeros((k, coef.shape[1])), np.full(k, -1e4)
+        full_w[clf.classes_], full_b[clf.classes_] = coef, bias
+        return full_w, full_b
+    return coef, bias
+
+
+class _WeightedCE(Method):
+    """Plain cross-entropy, optionally with per-class weights (the mlp-head's inner method)."""
+
+    name: ClassVar[str] = "_weighted-ce"
+
+    def __init__(self, weight: torch.Tensor | None) -> None:
+        super().__init__()
+        self.register_buffer("class_weight", weight if weight is not None else torch.ones(0), persistent=False)
+
+    def classification_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        w = self.class_weight if self.class_weight.numel() else None
+        return F.cross_entropy(logits, y, weight=w, label_smoothing=self.train_config.label_smoothing)
+
+
+class _Features(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+@register
+class MLPHead(FeatureHeadMethod):
+    name: ClassVar[str] = "mlp-head"
+    summary: ClassVar[str] = "MLP head trained by the loop on frozen, cached (fused) features"
+
+    def fit_head(self, model: TransferModel, x_train: np.ndarray, train: Dataset, x_val: np.ndarray | None,
+                 val: Dataset | None, ctx: FitContext) -> list[dict[str, Any]]:
+        import dataclasses
+
+        from ..backbones import ModuleBackbone, Preprocessing
+        from ..train.loop import fit as fit_loop
+
+        dim = x_train.shape[1]
+        inner_backbone = ModuleBackbone(_Features(), dim, Preprocessing("tabular"))
+        inner = TransferModel(inner_backbone, train.classes, head=model.head_kind, head_hidden=model.head_hidden,
+                              head_dropout=model.head_dropout)
+        inner.head.load_state_dict(model.head.state_dict())
+        tab_train = Dataset("tabular", np.array(x_train, dtype=np.float32), train.labels, train.classes, train.name)
+        tab_val = (Dataset("tabular", np.array(x_val, dtype=np.float32), val.labels, val.classes, val.name)
+                   if x_val is not None and val is not None else None)
+        k = len(train.classes)
+        weight = (torch.tensor(_class_weights(train.labels, k), dtype=torch.float32)
+                  if self.params.class_weight == "balanced" else None)
+        cfg = dataclasses.replace(ctx.train_config, head_lr_scale=1.0, augment="none", num_workers=0, mixup_alpha=0.0,
+                                  cutmix_alpha=0.0)
+        result = fit_loop(inner, _WeightedCE(weight), tab_train, tab_val, ctx.model_config, cfg,
+                          checkpoint_dir=ctx.options.get("checkpoint_dir"),
+                          resume=bool(ctx.options.get("resume")))
+        inner.load_state_dict(result.best_state)
+        model.head.load_state_dict(inner.head.state_dict())
+        history = [dict(row) for row in result.history]
+        for i, row in enumerate(history):
+            row["_score"] = 1.0 if i == result.best_epoch - 1 else 0.0
+        return history

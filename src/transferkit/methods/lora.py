@@ -1,0 +1,145 @@
+"""LoRA (Hu et al. 2021) through the ``peft`` library: train low-rank updates of chosen layers, not the layers.
+
+Each targeted layer ``W`` (Linear or Conv2d) becomes ``W x + (alpha / r) * B A x`` with ``A`` (r x in) random, ``B``
+(out x r) zero at the start (so training starts from the source model exactly) and dropout on the LoRA branch's input.
+Only ``A``, ``B`` and the new head train; every base weight stays as it was, and so do batch-norm statistics unless
+``update_norm_stats`` (the backbone is then exactly "source + low-rank update").
+
+Targets: ``target_modules`` (peft's syntax: module-name suffixes, or one regular expression); by default peft's own
+choice for a transformers model (the attention ``query`` and ``value`` projections for BERT-like encoders such as
+``minilm-l6``) and, for timm / torchvision / user networks, every ``nn.Linear`` and every ungrouped ``nn.Conv2d`` (peft
+cannot merge LoRA into grouped / depthwise convolutions).
+
+Saving: when training ends the LoRA update of the chosen epoch is merged into the base weights (peft's
+``merge_and_unload``), so the saved ``model.safetensors`` has the plain backbone architecture, reloads without peft
+and predicts exactly what the trained model predicted. This happens in :meth:`LoRA.custom_fit`, which runs the one
+training loop and then merges; calling ``transferkit.train.loop.fit`` directly leaves the adapters in place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from torch import nn
+
+from ..data.base import Dataset
+from ..errors import ConfigError
+from ..model import TransferModel
+from .base import FitContext, Method
+from .registry import register
+from .regularised import freeze_norm_statistics
+
+
+@dataclass
+class LoRAParams:
+    r: int = 8  # rank of the update
+    alpha: float = 16.0  # scale: the update is multiplied by alpha / r
+    dropout: float = 0.1  # dropout on the LoRA branch's input
+    target_modules: list[str] | str | None = None  # None: peft's default for transformers, else Linear + Conv2d
+    update_norm_stats: bool = False  # let batch-norm running statistics adapt to the target data
+
+
+def _network(backbone: nn.Module) -> nn.Module:
+    inner = getattr(backbone, "model", None)
+    return inner if isinstance(inner, nn.Module) else backbone
+
+
+def _is_transformers(net: nn.Module) -> bool:
+    return getattr(getattr(net, "config", None), "model_type", None) is not None and hasattr(net, "config")
+
+
+def default_targets(net: nn.Module) -> list[str] | None:
+    """``None`` (peft decides) for transformers models; otherwise every Linear and ungrouped Conv2d by name."""
+    if _is_transformers(net):
+        return None
+    return [n for n, m in net.named_modules()
+            if n and (isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.groups == 1))]
+
+
+def is_lora_parameter(name: str) -> bool:
+    return "lora_" in name
+
+
+@register
+class LoRA(Method):
+    name: ClassVar[str] = "lora"
+    summary: ClassVar[str] = "train low-rank (LoRA, via peft) updates of attention / linear / conv layers and the head"
+    Params: ClassVar[type] = LoRAParams
+
+    def __init__(self, params: Any | None = None) -> None:
+        super().__init__(params)
+        p = self.params
+        if p.r < 1:
+            raise ConfigError(f"'model.method_params.r' must be a positive number, not {p.r}.")
+        if p.alpha <= 0:
+            raise ConfigError(f"'model.method_params.alpha' must be positive, not {p.alpha}.")
+        if not 0.0 <= p.dropout < 1.0:
+            raise ConfigError(f"'model.method_params.dropout' must be in [0, 1), not {p.dropout}.")
+        t = p.target_modules
+        names_ok = isinstance(t, str) or (isinstance(t, list) and all(isinstance(v, str) for v in t))
+        if t is not None and not names_ok:
+            raise ConfigError(f"'model.method_params.target_modules' must be a list of layer names, not {t!r}.")
+        self.__dict__["_peft"] = None
+
+    # --- set-up -------------------------------------------------------------------------------------------
+    def inject(self, model: TransferModel) -> None:
+        """Wrap the targeted layers of the backbone with LoRA layers, in place (idempotent)."""
+        if self.__dict__["_peft"] is not None:
+            return
+        from peft import LoraConfig, LoraModel
+
+        net = _network(model.backbone)
+        p = self.params
+        targets = p.target_modules if p.target_modules else default_targets(net)
+        if targets == []:
+            raise ConfigError("The backbone has no Linear or Conv2d layers for LoRA; use another method (e.g. bitfit).")
+        cfg = LoraConfig(r=p.r, lora_alpha=p.alpha, lora_dropout=p.dropout, target_modules=targets, bias="none")
+        try:
+            self.__dict__["_peft"] = LoraModel(net, cfg, "default")
+        except ValueError as e:
+            raise ConfigError(
+                f"LoRA cannot be applied to this backbone ({str(e).splitlines()[0]}); set "
+                "model.method_params.target_modules to names of its Linear / Conv2d layers."
+            ) from None
+
+    def setup(self, ctx: FitContext) -> None:
+        self.inject(ctx.model)
+        super().setup(ctx)
+
+    def apply_freezing(self, model: TransferModel, epoch: int) -> None:
+        """Only LoRA parameters of the backbone train (in the blocks not frozen by ``train.freeze_blocks``)."""
+        super().apply_freezing(model, epoch)
+        for name, p in model.backbone.named_parameters():
+            if not is_lora_parameter(name):
+                p.requires_grad_(False)
+
+    def train_mode(self, model: TransferModel) -> None:
+        super().train_mode(model)
+        if not self.params.update_norm_stats:
+            freeze_norm_statistics(model.backbone)
+
+    # --- fit, then merge -----------------------------------------------------------------------------------
+    def custom_fit(self, ctx: FitContext, val: Dataset | None, **kwargs: Any) -> Any:
+        """The one training loop, then the chosen epoch's LoRA update merged into the base weights."""
+        from ..train.loop import fit as fit_loop
+
+        result = fit_loop(ctx.model, self, ctx.train, val, ctx.model_config, ctx.train_config,
+                          checkpoint_dir=ctx.options.get("checkpoint_dir"), resume=bool(ctx.options.get("resume")),
+                          extra=ctx.extra)
+        model = ctx.model
+        model.load_state_dict(result.best_state)
+        lora_params = sum(p.numel() for n, p in model.backbone.named_parameters() if is_lora_parameter(n))
+        self.merge(model)
+        result.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        result.extra.update(lora_params=lora_params, merged_total_params=sum(p.numel() for p in model.parameters()))
+        return result
+
+    def merge(self, model: TransferModel) -> None:
+        """Fold ``(alpha / r) B A`` into each targeted base weight and put the plain layers back (peft)."""
+        lm = self.__dict__["_peft"]
+        if lm is None:
+            return
+        lm.merge_and_unload(progressbar=False)
+        self.__dict__["_peft"] = None
+        model.eval()

@@ -1,0 +1,190 @@
+"""What the regularised fine-tuning methods share: the schedule of lambda, frozen source copies, feature hooks.
+
+The methods of this family (``l2-sp``, ``delta``, ``bss``, ``lwf``, ``soft-targets``) all train with one loss,
+
+    L(theta) = CE(y_hat, y) + lambda(t) * R(f_hat; f),
+
+where R measures how far the fine-tuned model f_hat has drifted from the source model f (or, for BSS, how much of
+its features' spectrum is spent on directions the target data cannot support). ``lambda(t) = lambda * s(t)``, with
+``t`` the share of training done (``Method.progress``, updated by the loop every step) and the schedule ``s``:
+
+* ``constant``: ``s(t) = 1``;
+* ``linear``: ``s(t) = min(1, t / ramp)``, a linear ramp from 0 to full strength over the first ``ramp`` of training;
+* ``cosine``: ``s(t) = (1 - cos(pi * min(1, t / ramp))) / 2``, the same ramp with a smooth start and end.
+
+A frozen copy of the source model is a submodule of the method (:class:`Frozen`), so it moves to the device and is
+saved in checkpoints without the loop knowing it exists, and it stays in evaluation mode whatever ``train()`` calls
+reach it. Its batch-norm layers *mirror* the fine-tuned model's mode every step (:func:`mirror_norm_modes`): where
+the fine-tuned model normalises with the batch's statistics, so does the copy (with momentum 0, so its running
+statistics never move). Otherwise a distance between the two would be non-zero at ``w == w0`` and its gradient
+would pull the weights to make up for the two normalisation modes, not for any drift.
+
+Intermediate outputs are taken with forward hooks registered for one forward pass and removed right after it
+(:class:`capture`): the trained model never keeps a hook that refers to the method.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from .base import Method
+
+SCHEDULES = ("constant", "linear", "cosine")
+
+
+@dataclass
+class ScheduleParams:
+    """The schedule of lambda (see the module docstring)."""
+
+    schedule: str = "constant"  # constant | linear | cosine
+    ramp: float = 1.0  # share of training over which linear / cosine ramp up to full strength
+
+
+def schedule_factor(schedule: str, ramp: float, progress: float) -> float:
+    """``s(t)`` of the module docstring, for ``t = progress`` in [0, 1]."""
+    if schedule == "constant":
+        return 1.0
+    t = min(1.0, max(0.0, progress) / ramp) if ramp > 0 else 1.0
+    if schedule == "linear":
+        return t
+    if schedule == "cosine":
+        return 0.5 * (1.0 - math.cos(math.pi * t))
+    raise ValueError(f"unknown schedule {schedule!r}")
+
+
+class RegularisedMethod(Method):
+    """Base of ``CE + lambda(t) * R`` methods: validates and evaluates the schedule of lambda."""
+
+    Params: ClassVar[type] = ScheduleParams
+
+    def __init__(self, params: Any | None = None) -> None:
+        super().__init__(params)
+        p = self.params
+        if p.schedule not in SCHEDULES:
+            raise ConfigError(
+                f"'model.method_params.schedule' is '{p.schedule}' but must be one of: {', '.join(SCHEDULES)}."
+            )
+        if not 0.0 < p.ramp <= 1.0:
+            raise ConfigError(f"'model.method_params.ramp' must be in (0, 1], not {p.ramp}.")
+
+    def strength(self) -> float:
+        """``s(t)`` at the current training progress."""
+        return schedule_factor(self.params.schedule, self.params.ramp, self.progress)
+
+    def check_non_negative(self, *names: str) -> None:
+        """A ConfigError for a negative weight among the named parameters."""
+        for name in names:
+            v = getattr(self.params, name)
+            if v < 0:
+                raise ConfigError(f"'model.method_params.{name}' must be 0 or positive, not {v}.")
+
+
+class Frozen(nn.Module):
+    """A frozen copy of a module: no gradients, always in evaluation mode, run under ``torch.no_grad``."""
+
+    def __init__(self, module: nn.Module, *, copy_module: bool = True) -> None:
+        super().__init__()
+        self.module = copy.deepcopy(module) if copy_module else module
+        self.module.requires_grad_(False)
+        self.module.eval()
+        for m in self.module.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.momentum = 0.0  # batch statistics may be used (mirror_norm_modes) but never stored
+        self._norm_pairs: list[tuple[str, nn.Module]] = [
+            (n, m) for n, m in self.module.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        ]
+
+    def train(self, mode: bool = True) -> Frozen:
+        return super().train(False)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        with torch.no_grad():
+            return self.module(*args, **kwargs)
+
+    def mirror_norm_modes(self, live: nn.Module) -> None:
+        """Batch-norm layers of the copy take the training mode of the same layers in ``live`` (the trained one)."""
+        for name, m in self._norm_pairs:
+            try:
+                m.training = live.get_submodule(name).training
+            except AttributeError:
+                m.training = False
+
+
+def unwrap(model: nn.Module) -> Any:
+    """The TransferModel inside a DistributedDataParallel wrapper (the model itself otherwise)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def first_tensor(out: Any) -> torch.Tensor:
+    """A module's output as one tensor (transformer layers may return tuples)."""
+    while isinstance(out, tuple | list):
+        out = out[0]
+    if not torch.is_tensor(out) and hasattr(out, "last_hidden_state"):
+        out = out.last_hidden_state
+    return out
+
+
+class capture:
+    """Context manager: forward hooks on ``modules`` for the duration of the block; outputs land in ``.outputs``.
+
+    ``grad=True`` makes every captured output part of the autograd graph even when nothing before it requires a
+    gradient (a frozen model), so that gradients with respect to the feature maps can be taken.
+    """
+
+    def __init__(self, modules: list[nn.Module], *, grad: bool = False) -> None:
+        self.modules = modules
+        self.grad = grad
+        self.outputs: list[torch.Tensor | None] = [None] * len(modules)
+        self._handles: list[Any] = []
+
+    def __enter__(self) -> capture:
+        for i, m in enumerate(self.modules):
+            self._handles.append(m.register_forward_hook(self._hook(i)))
+        return self
+
+    def _hook(self, i: int) -> Any:
+        def hook(_m: nn.Module, _inp: Any, out: Any) -> None:
+            t = first_tensor(out)
+            if self.grad and not t.requires_grad:
+                t.requires_grad_(True)
+            self.outputs[i] = t
+
+        return hook
+
+    def __exit__(self, *exc: Any) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+
+def forward_with_features(model: nn.Module, x: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(features, logits)`` from one forward pass of the (possibly wrapped) model: the backbone's output is hooked.
+
+    Calling ``backbone`` and ``head`` separately would bypass a DistributedDataParallel wrapper's gradient sync.
+    """
+    with capture([unwrap(model).backbone]) as cap:
+        logits = model(x)
+    feats = cap.outputs[0]
+    assert feats is not None
+    return feats, logits
+
+
+def sum_of_squares(params: list[torch.Tensor]) -> torch.Tensor:
+    """``sum_i ||p_i||^2`` over a list of tensors (one fused norm kernel per list on GPU)."""
+    if not params:
+        return torch.zeros(())
+    return torch.stack(torch._foreach_norm(params)).float().pow(2).sum()
+
+
+def freeze_norm_statistics(module: nn.Module) -> None:
+    """Put every batch-norm layer of ``module`` in evaluation mode (running statistics stay as they are)."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
