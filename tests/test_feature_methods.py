@@ -43,7 +43,7 @@ def test_probe_head_reproduces_sklearn_logistic_regression(blobs_images, k: int,
     clf = TransferClassifier(backbone=TINY, method="probe", progress=False,
                              method_params={"C": 0.5, "class_weight": class_weight, "engine": "torch"}).fit(ds)
     feats = extract_features(clf.model_.backbone, ds, cache=False, engine="torch")
-    ref = make_pipeline(StandardScaler(), LogisticRegression(C=0.5, max_iter=500, tol=1e-4,
+    ref = make_pipeline(StandardScaler(), LogisticRegression(C=0.5, max_iter=500, tol=1e-3,
                                                              class_weight=class_weight))
     ref.fit(feats, ds.labels)
     np.testing.assert_allclose(clf.predict_proba(ds), ref.predict_proba(feats), atol=2e-4)

@@ -57,6 +57,7 @@ class FeatureParams:
 class ProbeParams(FeatureParams):
     C: float | None = None  # inverse L2 strength; None: chosen on val from 0.01, 0.1, 1, 10
     max_iter: int = 500
+    tol: float = 1e-3  # L-BFGS stops when the largest gradient entry of the mean loss is below this
 
 
 class FeatureHeadMethod(Method):
@@ -150,7 +151,7 @@ class Probe(FeatureHeadMethod):
         grid = [p.C] if p.C is not None else list(C_GRID) if z_val is not None else [1.0]
         k = len(train.classes)
         weights = dict(enumerate(_class_weights(train.labels, k))) if p.class_weight == "balanced" else None
-        clf = LogisticRegression(max_iter=p.max_iter, class_weight=weights, warm_start=True, tol=1e-4)
+        clf = LogisticRegression(max_iter=p.max_iter, class_weight=weights, warm_start=True, tol=p.tol)
         history: list[dict[str, Any]] = []
         best: tuple[float, np.ndarray, np.ndarray] | None = None
         for c in grid:  # small C first: each fit starts from the last solution (warm start along the path)
