@@ -12,6 +12,7 @@ Blocks are recomputed on every call, so they stay complete after module surgery 
 
 from __future__ import annotations
 
+import abc
 import importlib
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -222,8 +223,9 @@ class WrappedBackbone(Backbone):
             d["catalog"] = self.catalog_name
         return d
 
+    @abc.abstractmethod
     def _spec(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """The architecture description of the concrete adapter (its ``type`` and what rebuilds it)."""
 
     def block_anchors(self) -> list[str]:
         """Module paths inside ``self.model`` at which the blocks end (input to output). Subclasses override."""

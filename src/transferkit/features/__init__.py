@@ -10,11 +10,12 @@
 from .cache import FeatureCache, default_cache
 from .extract import extract_features
 from .keys import feature_key, weights_sha256
-from .taps import FusedBackbone, TapBackbone, feature_backbone
+from .taps import FusedBackbone, SharedPass, TapBackbone, feature_backbone
 
 __all__ = [
     "FeatureCache",
     "FusedBackbone",
+    "SharedPass",
     "TapBackbone",
     "default_cache",
     "extract_features",

@@ -162,7 +162,8 @@ class TapBackbone(Backbone):
         if self.layers is not None and not self.layers:
             raise BackboneError("The list of layers to tap is empty; give block indices such as [-1] or null.")
         self.__dict__["_taps"] = self._resolve_taps()
-        self.feature_dim = backbone.feature_dim if self.layers is None else self._measure_dim()
+        self.tap_dims: list[int] = [] if self.layers is None else self._measure_dims()  # one per tapped layer
+        self.feature_dim = backbone.feature_dim if self.layers is None else int(sum(self.tap_dims))
 
     # -- construction ------------------------------------------------------------------------------------------
     def _check_layer(self, value: Any) -> int:
@@ -181,10 +182,39 @@ class TapBackbone(Backbone):
         return [_tap_module(blocks[i], i) for i in self.layers]
 
     @torch.no_grad()
-    def _measure_dim(self) -> int:
-        """The summed channel count, from one forward pass on a dummy input."""
+    def _measure_dims(self) -> list[int]:
+        """Each tapped block's pooled channel count, from one forward pass on a dummy input."""
         with eval_mode(self):
-            return int(self(dummy_input(self.backbone)).shape[1])
+            _, pooled = self._run_taps(dummy_input(self.backbone), stop_early=True)
+        return [int(p.shape[1]) for p in pooled]
+
+    def _run_taps(self, x: Any, *, stop_early: bool) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+        """Run the backbone with hooks on the tapped blocks: (its final features, or None when the pass stopped
+        after the deepest tapped block; the pooled output of each tapped layer, in order)."""
+        taps: list[nn.Module] = self.__dict__["_taps"]
+        unique = list({id(m): m for m in taps}.values())
+        captured: dict[int, torch.Tensor] = {}
+
+        def hook(module: nn.Module, _args: Any, output: Any) -> None:
+            if id(module) not in captured:
+                captured[id(module)] = _first_tensor(output)
+            if stop_early and len(captured) == len(unique) and not torch.compiler.is_exporting():
+                raise _AllTapped
+
+        handles = [m.register_forward_hook(hook) for m in unique]
+        final = None
+        try:
+            final = self.backbone(x)
+        except _AllTapped:
+            pass
+        finally:
+            for h in handles:
+                h.remove()
+        missing = [i for i, m in zip(self.layers or [], taps) if id(m) not in captured]
+        if missing:
+            raise BackboneError(f"Block(s) {missing} never ran in the forward pass, so they cannot be tapped.")
+        mask = x.get("attention_mask") if isinstance(x, Mapping) else None
+        return final, [pool(captured[id(m)], self.pooling, mask) for m in taps]
 
     # -- the Backbone contract -----------------------------------------------------------------------------------
     @property
@@ -198,29 +228,7 @@ class TapBackbone(Backbone):
     def forward(self, x: Any) -> torch.Tensor:
         if self.layers is None:
             return self.backbone(x)
-        taps: list[nn.Module] = self.__dict__["_taps"]
-        unique = list({id(m): m for m in taps}.values())
-        captured: dict[int, torch.Tensor] = {}
-
-        def hook(module: nn.Module, _args: Any, output: Any) -> None:
-            if id(module) not in captured:
-                captured[id(module)] = _first_tensor(output)
-            if len(captured) == len(unique) and not torch.compiler.is_exporting():
-                raise _AllTapped
-
-        handles = [m.register_forward_hook(hook) for m in unique]
-        try:
-            self.backbone(x)
-        except _AllTapped:
-            pass
-        finally:
-            for h in handles:
-                h.remove()
-        missing = [i for i, m in zip(self.layers, taps) if id(m) not in captured]
-        if missing:
-            raise BackboneError(f"Block(s) {missing} never ran in the forward pass, so they cannot be tapped.")
-        mask = x.get("attention_mask") if isinstance(x, Mapping) else None
-        return torch.cat([pool(captured[id(m)], self.pooling, mask) for m in taps], dim=1)
+        return torch.cat(self._run_taps(x, stop_early=True)[1], dim=1)
 
     def blocks(self) -> list[nn.Module]:
         return self.backbone.blocks()
@@ -236,6 +244,36 @@ class TapBackbone(Backbone):
 
     def extra_repr(self) -> str:
         return f"layers={self.layers}, pooling={self.pooling!r}"
+
+
+class SharedPass(TapBackbone):
+    """The final features of ``backbone`` and the pooled outputs of some of its blocks, from ONE forward pass.
+
+    The output is ``[backbone(x), pool(block_l1(x)), pool(block_l2(x)), ...]``: column for column what
+    ``FusedBackbone([backbone, TapBackbone(backbone, [l1]), TapBackbone(backbone, [l2]), ...])`` computes, and
+    :meth:`spec` is that fused spec, so cached features are described alike; but the network runs once instead of
+    once per part, which is what ranking one network at several depths needs. ``dims`` are the column widths.
+    """
+
+    def __init__(self, backbone: Backbone, layers: Sequence[int], pooling: str = "avg") -> None:
+        super().__init__(backbone, list(layers), pooling)
+        self.dims = [int(backbone.feature_dim), *self.tap_dims]
+        self.feature_dim = int(sum(self.dims))
+
+    def forward(self, x: Any) -> torch.Tensor:
+        final, pooled = self._run_taps(x, stop_early=False)
+        return torch.cat([final, *pooled], dim=1)
+
+    def spec(self) -> dict[str, Any]:
+        base = self.backbone.spec()
+        taps = [{"type": "tap", "backbone": base, "layers": [v], "pooling": self.pooling} for v in self.layers or []]
+        return {"type": "fused", "parts": [base, *taps]}
+
+    def source_head(self) -> nn.Module | None:
+        return None  # the head belongs to the first part's columns only; read it from self.backbone
+
+    def source_classes(self) -> list[str] | None:
+        return None
 
 
 def _same_preprocessing(a: Preprocessing, b: Preprocessing) -> str | None:

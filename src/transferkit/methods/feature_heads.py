@@ -22,6 +22,7 @@ The loop knows neither: a method may replace the fit through :meth:`Method.custo
 
 from __future__ import annotations
 
+import abc
 import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -60,7 +61,7 @@ class ProbeParams(FeatureParams):
     tol: float = 1e-3  # L-BFGS stops when the largest gradient entry of the mean loss is below this
 
 
-class FeatureHeadMethod(Method):
+class FeatureHeadMethod(Method, metaclass=abc.ABCMeta):
     """Base of the methods that train only a head on frozen, cached features."""
 
     frozen_backbone: ClassVar[bool] = True
@@ -105,16 +106,15 @@ class FeatureHeadMethod(Method):
             row.pop("_score", None)
         model.eval()
         return FitResult(
-            history=history, best_epoch=best + 1, best_state={k: v.detach().clone() for k, v in
-                                                              model.state_dict().items()},
+            history=history, best_epoch=best + 1, best_state=model.state_dict(),  # the head is set in place
             seconds=time.perf_counter() - t0, trainable_params=sum(p.numel() for p in model.head.parameters()),
             total_params=sum(p.numel() for p in model.parameters()), extra={"feature_seconds": t_feat},
         )
 
+    @abc.abstractmethod
     def fit_head(self, model: TransferModel, x_train: np.ndarray, train: Dataset, x_val: np.ndarray | None,
                  val: Dataset | None, ctx: FitContext) -> list[dict[str, Any]]:
         """Fit ``model.head`` on the features; returns history rows (``_score`` marks the chosen one)."""
-        raise NotImplementedError
 
 
 def _class_weights(labels: np.ndarray, k: int) -> np.ndarray:

@@ -31,17 +31,16 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from ..backbones.base import Backbone, Preprocessing
+from ..backbones.base import Backbone
 from ..data.base import Dataset, Splits
 from ..errors import BackboneError, ConfigError, DataError
+from ..features.taps import SharedPass, TapBackbone
 from . import scores
 
 __all__ = ["METRICS", "Candidate", "CandidateResult", "RankResult", "SharedPass", "build_candidate",
@@ -119,71 +118,8 @@ def build_candidate(cand: Candidate | str, *, seed: int = 0, final: bool = False
         return feature_backbone(c.name, layers=layers, pretrained=c.pretrained)
 
 
-class SharedPass(Backbone):
-    """The final features of ``backbone`` and the pooled outputs of some of its blocks, from ONE forward pass.
-
-    The output is ``[backbone(x), pool(block_l1(x)), pool(block_l2(x)), ...]``: column for column what
-    ``FusedBackbone([backbone, TapBackbone(backbone, [l1]), TapBackbone(backbone, [l2]), ...])`` computes (the same
-    hooks and pooling, from :mod:`transferkit.features.taps`), and :meth:`spec` is that fused spec, so cached
-    features are described alike; but the network runs once instead of once per part, which is what ranking one
-    network at several depths needs.
-    """
-
-    def __init__(self, backbone: Backbone, layers: list[int], pooling: str = "avg") -> None:
-        from ..features import TapBackbone
-        from ..features.taps import _tap_module
-
-        super().__init__()
-        self.backbone = backbone
-        self.pooling = pooling
-        self.layers = list(layers)
-        taps = [TapBackbone(backbone, [v], pooling) for v in self.layers]  # validates the indices, measures dims
-        blocks = backbone.blocks()
-        self.__dict__["_taps"] = [_tap_module(blocks[v], v) for v in self.layers]
-        self.__dict__["_tap_specs"] = [t.spec() for t in taps]
-        self.dims = [int(backbone.feature_dim), *(int(t.feature_dim) for t in taps)]
-        self.feature_dim = int(sum(self.dims))
-
-    @property
-    def preprocessing(self) -> Preprocessing:  # type: ignore[override]
-        return self.backbone.preprocessing
-
-    @preprocessing.setter
-    def preprocessing(self, value: Preprocessing) -> None:
-        self.backbone.preprocessing = value
-
-    def forward(self, x: Any) -> torch.Tensor:
-        from ..features.taps import _first_tensor, pool
-
-        taps: list[nn.Module] = self.__dict__["_taps"]
-        captured: dict[int, torch.Tensor] = {}
-
-        def hook(module: nn.Module, _args: Any, output: Any) -> None:
-            captured.setdefault(id(module), _first_tensor(output))
-
-        handles = [m.register_forward_hook(hook) for m in {id(m): m for m in taps}.values()]
-        try:
-            final = self.backbone(x)
-        finally:
-            for h in handles:
-                h.remove()
-        mask = x.get("attention_mask") if isinstance(x, Mapping) else None
-        return torch.cat([final, *(pool(captured[id(m)], self.pooling, mask) for m in taps)], dim=1)
-
-    def blocks(self) -> list[nn.Module]:
-        return self.backbone.blocks()
-
-    def spec(self) -> dict[str, Any]:
-        return {"type": "fused", "parts": [self.backbone.spec(), *self.__dict__["_tap_specs"]]}
-
-    def source_head(self) -> nn.Module | None:
-        return None  # the head belongs to the first part's columns only; read it from self.backbone
-
-
 def _group_source(backbone: Backbone, group: list[Candidate]) -> tuple[Backbone, dict[int | None, slice]]:
     """One feature source for all candidates of one network, and the columns of its final features / each block."""
-    from ..features import TapBackbone
-
     n = len(backbone.blocks())
     layers: list[int] = []
     for c in group:
@@ -197,12 +133,13 @@ def _group_source(backbone: Backbone, group: list[Candidate]) -> tuple[Backbone,
     if not layers:
         return backbone, {None: slice(0, int(backbone.feature_dim))}
     if wants_final:
-        source: Backbone = SharedPass(backbone, layers)
+        shared = SharedPass(backbone, layers)
+        source: Backbone = shared
         keys: list[int | None] = [None, *layers]
-        dims = source.dims  # type: ignore[attr-defined]
+        dims = shared.dims
     else:  # a TapBackbone stops the forward pass after the deepest tapped block
-        taps = [TapBackbone(backbone, [v]) for v in layers]
-        source, keys, dims = TapBackbone(backbone, layers), list(layers), [int(t.feature_dim) for t in taps]
+        tapped = TapBackbone(backbone, layers)
+        source, keys, dims = tapped, list(layers), tapped.tap_dims
     cols, start = {}, 0
     for key, dim in zip(keys, dims):
         cols[key] = slice(start, start + dim)
