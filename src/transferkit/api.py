@@ -8,19 +8,35 @@
 Hyperparameters are the fields of :class:`~transferkit.config.ModelConfig` and
 :class:`~transferkit.config.TrainConfig` (one schema with the YAML files and the CLI); ``get_params`` /
 ``set_params`` follow scikit-learn's contract, so ``sklearn.base.clone`` works.
+
+Domain adaptation: ``clf.fit(source_splits, target=target_splits)``. The target's training split reaches the
+method without labels (``ctx.extra["target"]``); with ``target_labels_per_class=k`` also k labelled target examples
+per class (``ctx.extra["target_labelled"]``); only a method flagged ``uses_target_labels`` (the ``target-oracle``
+baseline) gets the labelled target training split. ``source_selection`` weighs or filters the source first (see
+:mod:`transferkit.adaptation.selection`), and the label-free validators of :mod:`transferkit.adaptation.validators`
+are computed every epoch (history columns ``iw_val_accuracy``, ``iw_val_loss``, ``dev_val_loss``, ``snd``, ``im``,
+and ``target_accuracy`` when the target has labels), so ``monitor`` may name them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .config import DataConfig, ModelConfig, TrainConfig, hyperparameter_names, split_hyperparameters
+from .config import (
+    TARGET_MONITORS,
+    DataConfig,
+    ModelConfig,
+    TrainConfig,
+    hyperparameter_names,
+    split_hyperparameters,
+)
 from .data.base import Dataset, Splits
-from .errors import DataError, RunError
+from .errors import ConfigError, DataError, RunError
 
 
 class TransferClassifier:
@@ -62,6 +78,7 @@ class TransferClassifier:
         y: Any = None,
         *,
         val: Any = None,
+        target: Any = None,
         extra: dict[str, Any] | None = None,
         checkpoint_dir: str | Path | None = None,
         resume: bool = False,
@@ -69,11 +86,14 @@ class TransferClassifier:
         """Train on ``train`` (a Dataset, Splits, data set name, path, or arrays ``X, y``); returns ``self``.
 
         With a :class:`Splits` its ``val`` split chooses the best epoch (early stopping, best checkpoint) unless
-        ``val`` is given. ``extra`` holds further data sets a method needs (e.g. ``target`` for adaptation).
+        ``val`` is given. ``target`` (a Dataset, Splits, name or path) is the target domain of domain adaptation:
+        its training split is used without labels; its labels (when present) only give the ``target_accuracy``
+        report column (on its val split, else its train split), and the oracle method's training data. ``extra``
+        holds further data sets a method needs.
         """
         import torch
 
-        from .methods import create_method
+        from .methods import create_method, get_method_class
         from .methods.base import FitContext
         from .model import TransferModel
         from .train.loop import fit as fit_loop
@@ -86,6 +106,12 @@ class TransferClassifier:
             raise DataError("The training data has no labels; give labelled data to fit().")
         model_cfg, train_cfg = self.configs
         _check_label_set(train_ds, val_ds)
+        extra_ds = {k: as_dataset(v) for k, v in (extra or {}).items()}
+        if target is None and "target" in extra_ds:
+            target = extra_ds.pop("target")
+        target_splits = _target_splits(target, train_ds) if target is not None else None
+        method_cls = get_method_class(model_cfg.method)
+        _check_adaptation_settings(train_cfg, target_splits, val_ds, method_cls)
         seed_everything(train_cfg.seed)
         method = create_method(model_cfg.method, model_cfg.method_params)
         backbone = method.build_backbone(model_cfg)
@@ -98,14 +124,26 @@ class TransferClassifier:
             backbone, train_ds.classes, head=model_cfg.head, head_hidden=model_cfg.head_hidden,
             head_dropout=model_cfg.head_dropout, image_size=model_cfg.image_size,
         )
-        extra_ds = {k: as_dataset(v) for k, v in (extra or {}).items()}
+        fit_kwargs: dict[str, Any] = {}
+        self.selection_ = None
+        if target_splits is not None:
+            train_ds, fit_kwargs = self._prepare_adaptation(
+                model, train_ds, val_ds, target_splits, train_cfg, method_cls, extra_ds
+            )
         ckpt = Path(checkpoint_dir) if checkpoint_dir else None
         ctx = FitContext(model, train_ds, model_cfg, train_cfg, make_loader=None, extra=extra_ds,
                          options={"checkpoint_dir": ckpt, "resume": resume})
-        result = method.custom_fit(ctx, val_ds)
+        custom_kwargs = dict(fit_kwargs)
+        if getattr(method_cls, "uses_target_labels", False):
+            custom_kwargs.pop("sample_weights", None)  # the oracle trains on the target, not on the weighted source
+        result = method.custom_fit(ctx, val_ds, **custom_kwargs)
         if result is None:
             result = fit_loop(model, method, train_ds, val_ds, model_cfg, train_cfg, checkpoint_dir=ckpt,
-                              resume=resume, extra=extra_ds)
+                              resume=resume, extra=extra_ds, **fit_kwargs)
+        if (train_cfg.monitor in TARGET_MONITORS and result.history
+                and train_cfg.monitor not in result.history[-1]):
+            warnings.warn(f"Method '{model_cfg.method}' does not report '{train_cfg.monitor}' (it chooses its result "
+                          "its own way), so train.monitor was not used.", stacklevel=2)
         model.load_state_dict(result.best_state)
         model.to("cpu").eval()
         torch.set_grad_enabled(True)
@@ -116,6 +154,81 @@ class TransferClassifier:
         self.method_ = method.describe()
         self.frozen_backbone_ = bool(method.frozen_backbone)
         return self
+
+    def _prepare_adaptation(
+        self,
+        model: Any,
+        train_ds: Dataset,
+        val_ds: Dataset | None,
+        target: Splits,
+        cfg: TrainConfig,
+        method_cls: type,
+        extra_ds: dict[str, Dataset],
+    ) -> tuple[Dataset, dict[str, Any]]:
+        """Fill ``extra_ds`` with the target data, select the source, build the validators.
+
+        Returns the (possibly filtered or extended) training split and the keyword arguments for ``loop.fit``.
+        """
+        from .adaptation.selection import select_source
+        from .adaptation.validators import make_scorers
+        from .data import subsample_train
+
+        t_train = target.train
+        extra_ds["target"] = t_train.unlabelled()
+        if getattr(method_cls, "uses_target_labels", False):
+            if not t_train.is_labelled:
+                raise DataError(f"Method '{method_cls.name}' trains on the labelled target but the target has no "
+                                "labels; give labelled target data.")
+            extra_ds["target_oracle"] = t_train
+        labelled = None
+        if cfg.target_labels_per_class > 0:
+            if not t_train.is_labelled:
+                raise DataError("train.target_labels_per_class needs target data with labels; give a labelled "
+                                "target or set it to 0.")
+            labelled = subsample_train(t_train, per_class=cfg.target_labels_per_class, seed=cfg.seed)
+            extra_ds["target_labelled"] = labelled
+        selection = None
+        needs_classifier = cfg.source_selection != "none" or (val_ds is not None and len(val_ds) > 0)
+        if needs_classifier:
+            mode = "weight" if cfg.source_selection == "none" else cfg.source_selection
+            image_size = model.image_size
+            selection = select_source(
+                train_ds, t_train, on=cfg.selection_on, backbone=model.backbone, image_size=image_size, mode=mode,
+                clip=cfg.selection_clip, keep_fraction=cfg.selection_fraction, seed=cfg.seed,
+                labelled_target=labelled,
+            )
+        kwargs: dict[str, Any] = {}
+        if cfg.source_selection == "weight":
+            kwargs["sample_weights"] = selection.weights
+        elif cfg.source_selection == "keep":
+            train_ds = train_ds.subset(selection.keep)
+            if (train_ds.class_counts() == 0).any():
+                missing = [c for c, n in zip(train_ds.classes, train_ds.class_counts(), strict=True) if n == 0]
+                warnings.warn(f"Keeping the most target-like {cfg.selection_fraction:.0%} of the source left no "
+                              f"example of class(es) {', '.join(missing[:5])}; raise train.selection_fraction.",
+                              stacklevel=3)
+        elif cfg.source_selection == "tradaboost":
+            assert labelled is not None and selection.target_weights is not None
+            train_ds = _concat(train_ds, labelled)
+            kwargs["sample_weights"] = np.concatenate([selection.weights, selection.target_weights])
+        if "sample_weights" in kwargs and getattr(method_cls, "frozen_backbone", False):
+            warnings.warn(f"Method '{method_cls.name}' fits its head on cached features and takes no sample weights; "
+                          "use train.source_selection: keep with it.", stacklevel=3)
+        self.selection_ = selection if cfg.source_selection != "none" else None
+        val_w = val_raw = None
+        if selection is not None and val_ds is not None and len(val_ds):
+            val_w = selection.weigh(val_ds)
+            val_raw = selection.weigh(val_ds, normalise=False)
+        oracle = target.val if target.val is not None and target.val.is_labelled else t_train
+        kwargs["scorers"] = make_scorers(
+            val=val_ds, val_weights=val_w, val_raw_weights=val_raw, target=t_train,
+            target_labelled=oracle if oracle.is_labelled else None, seed=cfg.seed,
+            batch_size=max(cfg.batch_size, 128),
+        )
+        if cfg.monitor in TARGET_MONITORS and cfg.monitor not in kwargs["scorers"]:
+            raise ConfigError(f"train.monitor '{cfg.monitor}' cannot be computed here: "
+                              + _MONITOR_NEEDS.get(cfg.monitor, "it needs target data."))
+        return train_ds, kwargs
 
     # --- inference --------------------------------------------------------------------------------------
     def predict_proba(self, X: Any, *, batch_size: int = 256, progress: bool = False, cache: bool = False
@@ -198,6 +311,79 @@ class TransferClassifier:
         if not hasattr(self, "model_"):
             raise RunError("This TransferClassifier is not fitted yet; call fit() or TransferClassifier.load().")
         return self.model_
+
+
+_MONITOR_NEEDS = {
+    "iw_val_accuracy": "it needs a source validation split and target data.",
+    "iw_val_loss": "it needs a source validation split and target data.",
+    "dev_val_loss": "it needs a source validation split and target data.",
+    "snd": "it needs target data.",
+    "im": "it needs target data.",
+    "target_accuracy": "it needs labelled target data.",
+}
+
+
+def _check_adaptation_settings(cfg: TrainConfig, target: Splits | None, val: Dataset | None, method_cls: type) -> None:
+    """Refuse target-dependent settings without a target, before any work is done."""
+    if target is None:
+        if cfg.monitor in TARGET_MONITORS:
+            raise ConfigError(f"train.monitor '{cfg.monitor}' needs target data; give a `target:` section in the "
+                              "config or fit(..., target=...).")
+        if cfg.source_selection != "none":
+            raise ConfigError(f"train.source_selection '{cfg.source_selection}' needs target data; give a `target:` "
+                              "section in the config or fit(..., target=...).")
+        if cfg.target_labels_per_class > 0:
+            raise ConfigError("train.target_labels_per_class needs target data; give a `target:` section in the "
+                              "config or fit(..., target=...).")
+        if getattr(method_cls, "uses_target_labels", False):
+            raise ConfigError(f"Method '{method_cls.name}' trains on labelled target data; give a labelled `target:` "
+                              "section in the config or fit(..., target=...).")
+        return
+    if cfg.monitor in TARGET_MONITORS and getattr(method_cls, "frozen_backbone", False):
+        raise ConfigError(f"Method '{method_cls.name}' fits its head on cached features and chooses it on the source "
+                          f"validation split, so it cannot monitor '{cfg.monitor}'; use a val_* monitor with it.")
+    if cfg.monitor in ("iw_val_accuracy", "iw_val_loss", "dev_val_loss") and (val is None or not len(val)):
+        raise ConfigError(f"train.monitor '{cfg.monitor}' needs a source validation split; give data with a val "
+                          "split or fit(..., val=...).")
+    if cfg.monitor == "target_accuracy" and not target.train.is_labelled:
+        raise ConfigError("train.monitor 'target_accuracy' needs labelled target data; choose a label-free "
+                          "validator (iw_val_accuracy, iw_val_loss, dev_val_loss, snd, im).")
+
+
+def _target_splits(target: Any, train: Dataset) -> Splits:
+    """The target as :class:`Splits` with the source's modality and label order (labels remapped by name)."""
+    t = as_splits(target)
+    if t.modality != train.modality:
+        raise DataError(f"The target holds {t.modality} data but the source {train.modality}; domain adaptation "
+                        "needs the same kind of data on both sides.")
+    out = []
+    for ds in (t.train, t.val, t.test):
+        if ds is None or not ds.is_labelled:
+            out.append(ds)
+            continue
+        if list(ds.classes) != list(train.classes):
+            extra = sorted(set(ds.classes) - set(train.classes))
+            if extra:
+                raise DataError(f"The target has classes the source lacks ({', '.join(extra[:5])}); domain "
+                                "adaptation needs the same label set on both sides.")
+            ds = _remap_labels(ds, list(train.classes))
+        out.append(ds)
+    if not len(out[0]):
+        raise DataError("The target training split is empty; give target data to adapt to.")
+    return Splits(*out)
+
+
+def _concat(a: Dataset, b: Dataset) -> Dataset:
+    """Rows of ``a`` then ``b`` (same modality and classes)."""
+    arrays = isinstance(a.inputs, np.ndarray) and isinstance(b.inputs, np.ndarray)
+    if arrays and a.inputs.shape[1:] == b.inputs.shape[1:]:
+        inputs: Any = np.concatenate([a.inputs, b.inputs])
+    elif arrays:
+        raise DataError("Source and labelled target images differ in shape; give images of one size and colour.")
+    else:
+        inputs = list(a.inputs) + list(b.inputs)
+    labels = np.concatenate([a.labels, b.labels]) if a.labels is not None and b.labels is not None else None
+    return Dataset(a.modality, inputs, labels, list(a.classes), a.name, dict(a.meta))
 
 
 def _defaults(cls: type) -> dict[str, Any]:

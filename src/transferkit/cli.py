@@ -5,6 +5,7 @@
     transferkit evaluate RUN DATA [--split test]
     transferkit predict RUN PATH [PATH ...] [--out predictions.csv]
     transferkit rank --data animal-mnist --backbones mobilenet_v2.imagenet,mobilenet_v2.imagenet@4,timm:resnet18~random
+    transferkit compare CONFIG.yaml --methods source-only,dann,cdan --seeds 3 [--embedding tsne|pca|none]
     transferkit cache list | clear
     transferkit datasets | backbones | methods
 
@@ -64,6 +65,18 @@ def _parser() -> argparse.ArgumentParser:
     rk.add_argument("--engine", default="auto", help="feature extraction engine (auto, torch or onnx)")
     rk.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     rk.add_argument("--out", help="also write the ranking to this JSON file")
+
+    cp = sub.add_parser("compare", help="compare domain-adaptation methods over seeds on a source/target pair")
+    cp.add_argument("config", help="a YAML run configuration with data (the source) and target sections")
+    cp.add_argument("--methods", required=True, metavar="A,B,C",
+                    help="comma-separated methods, e.g. source-only,dann,cdan,target-oracle")
+    cp.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1; default 3)")
+    cp.add_argument("--embedding", default="tsne", choices=["tsne", "pca", "none"],
+                    help="2-D embedding of the before/after feature plot (default tsne)")
+    cp.add_argument("--out", help="the comparison folder to write (default: the config's out)")
+    cp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config key, e.g. --set train.epochs=10 (repeatable)")
+    cp.add_argument("--overwrite", action="store_true", help="replace an existing folder")
 
     c = sub.add_parser("cache", help="list or clear the feature cache ($TRANSFERKIT_CACHE_DIR)")
     cache_sub = c.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -213,8 +226,10 @@ def _cache(args: argparse.Namespace) -> int:
 def _datasets(args: argparse.Namespace) -> int:
     from .data.builtin import list_datasets
 
-    for name, desc in list_datasets().items():
-        print(f"{name:18s} {desc}")
+    names = list_datasets()
+    width = max(map(len, names))
+    for name, desc in names.items():
+        print(f"{name:{width}s} {desc}")
     return 0
 
 
@@ -258,6 +273,30 @@ _COMMANDS = {"fit": _fit, "evaluate": _evaluate, "predict": _predict, "cache": _
              "backbones": _backbones, "methods": _methods}
 
 _COMMANDS["rank"] = _rank
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from .adaptation.compare import run_compare
+    from .config import apply_overrides, load_yaml
+    from .errors import ConfigError
+
+    cfg = load_yaml(args.config)
+    overrides = list(args.overrides)
+    if args.out:
+        overrides.append(f"out={args.out}")
+    if args.overwrite:
+        overrides.append("overwrite=true")
+    cfg = apply_overrides(cfg, overrides)
+    if args.seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1, not {args.seeds}.")
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    result = run_compare(cfg, methods, list(range(args.seeds)), embedding=args.embedding)
+    print(result.table)
+    print(f"comparison folder: {result.out}")
+    return 0
+
+
+_COMMANDS["compare"] = _compare
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -1,8 +1,11 @@
 """The run configuration: one typed schema shared by the YAML files, the CLI and the Python API.
 
-A run is ``RunConfig(data, model, train, out)``. YAML files and ``--set section.key=value`` overrides are checked
-against the dataclasses below: an unknown key is refused with the closest valid key as a suggestion, and values are
-coerced to the declared type (so ``--set train.lr=3e-4`` works) or refused with a sentence naming the key.
+A run is ``RunConfig(data, model, train, out)``, plus an optional ``target`` (a :class:`DataConfig` of the target
+domain for domain adaptation: its training split is used without labels; its labels, when it has them, only feed
+the ``target_accuracy`` report column and the final target metrics). YAML files and ``--set section.key=value``
+overrides are checked against the dataclasses below: an unknown key is refused with the closest valid key as a
+suggestion, and values are coerced to the declared type (so ``--set train.lr=3e-4`` works) or refused with a
+sentence naming the key.
 
 The estimator :class:`transferkit.TransferClassifier` takes the fields of :class:`ModelConfig` and
 :class:`TrainConfig` as its (flat) hyperparameters, which is what makes ``sklearn.base.clone`` work.
@@ -71,16 +74,26 @@ class TrainConfig:
     label_smoothing: float = 0.0
     mixup_alpha: float = 0.0  # mixup of the labelled batch with soft targets, Beta(alpha, alpha); 0: off
     cutmix_alpha: float = 0.0  # cutmix (images only), Beta(alpha, alpha); with mixup too, one of them per batch
-    augment: str = "none"  # none | light | standard
+    augment: str = "none"  # none | light | standard | strong
     grad_clip: float | None = 1.0
     early_stopping: int | None = None  # patience in epochs on `monitor`; None: off
-    monitor: str = "val_accuracy"  # val_accuracy | val_macro_f1 | val_loss
+    # val_accuracy | val_macro_f1 | val_loss | last (keep the last epoch, the usual protocol of domain adaptation
+    # papers), or with a target (see transferkit.adaptation.validators):
+    # iw_val_accuracy | iw_val_loss | dev_val_loss | snd | im (no target labels) | target_accuracy (oracle, reports)
+    monitor: str = "val_accuracy"
     mixed_precision: str = "auto"  # auto | no | fp16 | bf16
     device: str = "auto"  # auto | cpu | cuda
     seed: int = 0
     deterministic: bool = True
     num_workers: int = 0
     progress: bool = True
+    # domain adaptation (with a target; see transferkit.adaptation.selection)
+    source_selection: str = "none"  # none | weight | keep | tradaboost: weigh / filter the source by target-likeness
+    selection_fraction: float = 0.5  # keep: the most target-like fraction of the source that is kept
+    selection_clip: float = 10.0  # weight / tradaboost: largest weight (weights have mean 1)
+    selection_on: str = "auto"  # auto | features | inputs: what the source-vs-target classifier sees (auto: inputs
+    #                             for tabular data, frozen backbone features otherwise)
+    target_labels_per_class: int = 0  # 0: unsupervised; k > 0: k labelled target examples per class (seeded)
 
 
 @dataclass
@@ -90,6 +103,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    target: DataConfig | None = None  # domain adaptation: the (unlabelled) target data
     out: str = "runs/latest"
     overwrite: bool = False
 
@@ -101,14 +115,19 @@ class RunConfig:
         return _build(cls, d, where)
 
 
-SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "target": DataConfig}
+
+#: monitors that need target data (and, for the iw/dev ones, a source validation split)
+TARGET_MONITORS = ("iw_val_accuracy", "iw_val_loss", "dev_val_loss", "snd", "im", "target_accuracy")
 
 CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("model", "head"): ("linear", "mlp"),
     ("train", "optimizer"): ("adamw", "sgd"),
     ("train", "schedule"): ("cosine", "plateau", "constant"),
-    ("train", "augment"): ("none", "light", "standard"),
-    ("train", "monitor"): ("val_accuracy", "val_macro_f1", "val_loss"),
+    ("train", "augment"): ("none", "light", "standard", "strong"),
+    ("train", "monitor"): ("val_accuracy", "val_macro_f1", "val_loss", "last", *TARGET_MONITORS),
+    ("train", "source_selection"): ("none", "weight", "keep", "tradaboost"),
+    ("train", "selection_on"): ("auto", "features", "inputs"),
     ("train", "mixed_precision"): ("auto", "no", "fp16", "bf16"),
     ("train", "device"): ("auto", "cpu", "cuda"),
 }
@@ -149,7 +168,7 @@ def load_yaml(path: str | Path) -> RunConfig:
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"Config file '{p}' is not valid YAML{where}; fix the syntax and try again.") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"Config file '{p}' must hold a mapping of sections (data, model, train, out).")
+        raise ConfigError(f"Config file '{p}' must hold a mapping of sections (data, model, train, target, out).")
     return _build(RunConfig, raw, p.name)
 
 
@@ -163,6 +182,8 @@ def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
             raise ConfigError(f"Override '{item}' must look like section.key=value (e.g. train.lr=3e-4).")
         key, _, value = item.partition("=")
         parts = key.strip().split(".")
+        if len(parts) > 1 and parts[0] in _OPTIONAL_SECTIONS and d.get(parts[0]) is None:
+            d[parts[0]] = dataclasses.asdict(_OPTIONAL_SECTIONS[parts[0]]())  # first key set (target.name) creates it
         try:
             parsed = yaml.safe_load(value) if value.strip() else None
         except yaml.YAMLError:
@@ -180,6 +201,9 @@ def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
             raise ConfigError(f"Unknown config key '{key}'{_suggest(last, opts, prefix='.'.join(parts[:-1]))}.")
         node[last] = parsed
     return _build(RunConfig, d, "--set")
+
+
+_OPTIONAL_SECTIONS: dict[str, type] = {"target": DataConfig}
 
 
 def _is_free_dict(parts: list[str]) -> bool:
@@ -209,12 +233,16 @@ def _build(cls: type, raw: dict[str, Any], where: str, path: str = "") -> Any:
             raise ConfigError(f"Unknown config key '{full}' in {where}{_suggest(str(key), set(fields), prefix)}.")
         hint = hints[key]
         sub = _dataclass_in(hint)
-        if sub is not None:
+        if sub is not None and value is None and _optional(hint):
+            kwargs[key] = None
+        elif sub is not None:
             kwargs[key] = value if isinstance(value, sub) else _build(sub, value or {}, where, full)
         else:
             kwargs[key] = _coerce(value, hint, full)
     obj = cls(**kwargs)
-    section = path.split(".")[0] if path else ""
+    # the section whose CHOICES apply: from the key path, or for a section built alone (the estimator's flat
+    # hyperparameters go through split_hyperparameters) from its class
+    section = path.split(".")[0] if path else _SECTION_OF.get(cls, "")
     for (sec, name), allowed in CHOICES.items():
         if sec == section and hasattr(obj, name) and getattr(obj, name) not in allowed:
             raise ConfigError(
@@ -223,6 +251,9 @@ def _build(cls: type, raw: dict[str, Any], where: str, path: str = "") -> Any:
     if cls is DataConfig or cls is TrainConfig or cls is ModelConfig:
         _check_ranges(obj, section or cls.__name__.replace("Config", "").lower())
     return obj
+
+
+_SECTION_OF: dict[type, str] = {ModelConfig: "model", TrainConfig: "train"}
 
 
 def _check_ranges(obj: Any, section: str) -> None:
@@ -241,12 +272,42 @@ def _check_ranges(obj: Any, section: str) -> None:
             raise ConfigError(f"'{section}.{name}' must be 0 (off) or positive, not {v}.")
     if getattr(obj, "lr", 1.0) <= 0:
         raise ConfigError(f"'{section}.lr' must be positive, not {obj.lr}.")
+    if isinstance(obj, TrainConfig):
+        _check_selection(obj, section)
+
+
+def _check_selection(obj: TrainConfig, section: str) -> None:
+    if not 0.0 < obj.selection_fraction <= 1.0:
+        raise ConfigError(f"'{section}.selection_fraction' must be in (0, 1], not {obj.selection_fraction}.")
+    if obj.selection_clip < 1.0:
+        raise ConfigError(
+            f"'{section}.selection_clip' must be at least 1 (the weights have mean 1), not {obj.selection_clip}."
+        )
+    if obj.target_labels_per_class < 0:
+        raise ConfigError(
+            f"'{section}.target_labels_per_class' must be 0 (no target labels) or positive, not "
+            f"{obj.target_labels_per_class}."
+        )
+    if obj.source_selection == "tradaboost" and obj.target_labels_per_class == 0:
+        raise ConfigError(
+            f"'{section}.source_selection' tradaboost needs a few labelled target examples; set "
+            f"{section}.target_labels_per_class to k > 0."
+        )
 
 
 def _dataclass_in(hint: Any) -> type | None:
+    """The dataclass of a field typed ``SomeConfig`` or ``SomeConfig | None``; ``None`` for other fields."""
     if dataclasses.is_dataclass(hint) and isinstance(hint, type):
         return hint
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        subs = [a for a in typing.get_args(hint) if dataclasses.is_dataclass(a) and isinstance(a, type)]
+        if len(subs) == 1:
+            return subs[0]
     return None
+
+
+def _optional(hint: Any) -> bool:
+    return typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint)
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:

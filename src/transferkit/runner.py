@@ -1,9 +1,12 @@
 """``transferkit fit`` as a function: data -> training -> a complete, reloadable run folder.
 
 The run folder holds: ``config.yaml`` (resolved), ``metrics.json`` (``{"val": {...}, "test": {...}}``, each with at
-least accuracy and macro_f1), ``history.json`` and ``history.csv`` (per epoch), ``confusion_matrix.png`` and
-``confusion_matrix.json`` (on test, else val), ``learning_curves.png``, ``model.safetensors`` + ``model.json``
-(enough to rebuild the model with no training config) and ``summary.json`` (timings, parameter counts, method).
+least accuracy and macro_f1; with a labelled ``target:`` also ``"target_val"`` / ``"target_test"``),
+``history.json`` and ``history.csv`` (per epoch), ``confusion_matrix.png`` and ``confusion_matrix.json`` (on the
+source test split, else val), ``learning_curves.png``, ``model.safetensors`` + ``model.json``
+(enough to rebuild the model with no training config) and ``summary.json`` (timings, parameter counts, method, and
+with ``train.source_selection`` the selection's diagnostics). With a target, the history also holds the label-free
+validators of every epoch (see :mod:`transferkit.adaptation.validators`).
 """
 
 from __future__ import annotations
@@ -45,6 +48,11 @@ def run_fit(cfg: RunConfig, *, resume: bool = False) -> RunResult:
     sizes = {k: len(v) for k, v in splits.items()}
     log(f"data: {cfg.data.name or cfg.data.path} ({splits.modality}, {len(splits.classes)} classes, "
         + ", ".join(f"{k} {n}" for k, n in sizes.items()) + ")")
+    target = load_data(cfg.target) if cfg.target is not None else None
+    if target is not None:
+        sizes.update({f"target_{k}": len(v) for k, v in target.items()})
+        log(f"target: {cfg.target.name or cfg.target.path} ("
+            + ", ".join(f"{k} {len(v)}" for k, v in target.items()) + "; train used without labels)")
     folder = RunFolder(cfg.out, overwrite=cfg.overwrite, resume=resume)
     params = {**dataclasses.asdict(cfg.model), **dataclasses.asdict(cfg.train)}
     est = TransferClassifier(**params)
@@ -56,7 +64,7 @@ def run_fit(cfg: RunConfig, *, resume: bool = False) -> RunResult:
     else:
         log(f"training {cfg.model.method} on {cfg.model.backbone} for {cfg.train.epochs} epochs"
             + (" (resuming)" if resume else ""))
-    est.fit(splits, checkpoint_dir=folder.checkpoint_dir, resume=resume)
+    est.fit(splits, target=target, checkpoint_dir=folder.checkpoint_dir, resume=resume)
     t_train = time.perf_counter() - t0
 
     metrics: dict[str, dict[str, Any]] = {}
@@ -65,6 +73,12 @@ def run_fit(cfg: RunConfig, *, resume: bool = False) -> RunResult:
             metrics[name] = est.evaluate(ds)
     if not metrics:
         metrics["train"] = est.evaluate(splits.train)
+    if target is not None:
+        for name, ds in (("target_val", target.val), ("target_test", target.test)):
+            if ds is not None and len(ds) and ds.is_labelled:
+                metrics[name] = est.evaluate(ds)
+        if "target_test" in metrics:
+            log(f"target test accuracy: {metrics['target_test']['accuracy']:.4f}")
     shown = "test" if "test" in metrics else next(iter(metrics))
     est.save(work)
     history = est.history_
@@ -84,6 +98,8 @@ def run_fit(cfg: RunConfig, *, resume: bool = False) -> RunResult:
         "total_seconds": round(time.perf_counter() - t0, 2), "trainable_params": fr.trainable_params,
         "total_params": fr.total_params, "data_sizes": sizes,
     }
+    if getattr(est, "selection_", None) is not None:
+        summary["selection"] = est.selection_.summary()
     write_json(work / "summary.json", summary)
     out = folder.finalize()
     log(f"trained in {t_train:.0f} s; run folder: {out}")

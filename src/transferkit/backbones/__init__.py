@@ -2,7 +2,10 @@
 
 Names:
 
-- catalog names that work offline: ``mobilenet_v2.imagenet``, ``mobilenet_v2.random``, ``minilm-l6``, ``bow-hash``;
+- catalog names that work offline: ``mobilenet_v2.imagenet``, ``mobilenet_v2.random``, ``minilm-l6``, ``bow-hash``,
+  ``digits-cnn`` (random init, for 28 px digits);
+- ``mlp:<in>-<h1>-<h2>...``: a tabular MLP (random init), features = the last hidden layer; ``mlp:<in>`` is the
+  identity (a linear head on it is logistic regression); see :mod:`transferkit.backbones.small_nets`;
 - ``torchvision:<model>`` (or ``tv:``), e.g. ``tv:resnet18``, ``torchvision:resnet50.IMAGENET1K_V1``;
 - ``timm:<model>``, e.g. ``timm:resnet18``, ``timm:resnet50.a1_in1k``;
 - ``hf:<hub id or local folder>``, e.g. ``hf:bert-base-uncased``, ``hf:/models/my-encoder``;
@@ -40,13 +43,14 @@ __all__ = [
     "list_backbones",
 ]
 
-PREFIXES = ("timm:", "torchvision:", "tv:", "hf:")
+PREFIXES = ("timm:", "torchvision:", "tv:", "hf:", "mlp:")
 
 _PATTERNS = {
     "timm:<model>": "image, any timm model, e.g. timm:resnet18, timm:resnet50.a1_in1k (hub weights, cached offline)",
     "torchvision:<model>": "image, any torchvision classifier, e.g. torchvision:resnet18 or tv:mobilenet_v3_small",
     "hf:<id or folder>": "text, any transformers encoder, e.g. hf:bert-base-uncased or hf:/path/to/folder",
     "module:<pkg.mod>:<fn>": "your own nn.Module: fn() returns a ModuleBackbone; add model.weights for a file",
+    "mlp:<in>-<h1>-<h2>...": "tabular MLP (Linear+ReLU per hidden layer), random init, e.g. mlp:2-64-64, mlp:2",
 }
 
 
@@ -85,9 +89,9 @@ def build_backbone(name: str, *, weights: str | None = None, pretrained: bool = 
     if name in CATALOG:
         return build_catalog(name, weights=weights, pretrained=pretrained)
     prefix, sep, rest = name.partition(":")
-    if not sep or not rest:
-        raise _unknown(name)
     prefix = prefix.lower()
+    if not sep or (not rest and prefix != "mlp"):  # a bare "mlp:" gets the MLP naming help below
+        raise _unknown(name)
     if prefix in ("torchvision", "tv"):
         from .torchvision_backbone import TorchvisionBackbone
 
@@ -102,6 +106,15 @@ def build_backbone(name: str, *, weights: str | None = None, pretrained: bool = 
         return HFBackbone(rest, pretrained=pretrained, weights=weights, display_name=name)
     if prefix == "module":
         return _from_factory(rest, weights)
+    if prefix == "mlp":
+        from .small_nets import mlp
+
+        bb = mlp(rest)
+        if weights is not None:
+            from .weights import load_into, load_state_dict
+
+            load_into(bb.model, load_state_dict(weights), strict=True, what=f"backbone '{name}'", source=weights)
+        return bb
     raise _unknown(name)
 
 

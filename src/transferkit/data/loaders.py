@@ -57,11 +57,22 @@ class EpochBatchSampler:
 
     ``indices`` is an int64 tensor; ``batch_seed`` seeds the random augmentations of that batch. Call
     :meth:`set_epoch` to move a reused loader to the next epoch.
+
+    With ``weights`` (one non-negative number per example, shuffling on), an epoch is ``n`` draws *with replacement*
+    with probability proportional to the weights (importance-weighted source training, source-sample selection):
+    in expectation every example counts ``weight / mean(weight)`` times, whatever loss the method uses.
     """
 
-    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int, epoch: int, drop_last: bool) -> None:
+    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int, epoch: int, drop_last: bool,
+                 weights: np.ndarray | None = None) -> None:
         if batch_size <= 0:
             raise ConfigError(f"batch_size must be a positive number, not {batch_size}.")
+        self.weights: torch.Tensor | None = None
+        if weights is not None:
+            w = np.asarray(weights, dtype=np.float64).reshape(-1)
+            if len(w) != n or not np.all(np.isfinite(w)) or (w < 0).any() or w.sum() <= 0:
+                raise DataError(f"Sample weights must be {n} finite, non-negative numbers with a positive sum.")
+            self.weights = torch.from_numpy(w)
         self.n = n
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -79,6 +90,8 @@ class EpochBatchSampler:
             return torch.arange(self.n)
         g = torch.Generator()
         g.manual_seed(_mix(self.seed, self.epoch, 0x0D3E))
+        if self.weights is not None:
+            return torch.multinomial(self.weights, self.n, replacement=True, generator=g)
         return torch.randperm(self.n, generator=g)
 
     def __iter__(self) -> Iterator[tuple[int, torch.Tensor]]:
@@ -336,6 +349,7 @@ def make_loader(
     num_workers: int = 0,
     drop_last: bool = False,
     pin_memory: bool = False,
+    weights: np.ndarray | None = None,
 ) -> TransferkitLoader:
     """A ``DataLoader`` of ``(inputs, labels)`` batches for ``ds``, prepared as the backbone's ``pre`` says.
 
@@ -351,6 +365,8 @@ def make_loader(
         num_workers: worker processes (0: load in the main process, usually fastest for in-memory data).
         drop_last: drop the last incomplete batch.
         pin_memory: pin batches in page-locked memory (speeds up copies to a GPU).
+        weights: with ``train``, sample each epoch's ``len(ds)`` examples with replacement in proportion to these
+            per-example weights (see :class:`EpochBatchSampler`).
 
     Raises:
         ConfigError: unknown augmentation preset, or no image size known for an image data set.
@@ -359,7 +375,7 @@ def make_loader(
     """
     check_preset(augment)
     shuffle = bool(train)
-    sampler = EpochBatchSampler(len(ds), batch_size, shuffle, seed, epoch, drop_last)
+    sampler = EpochBatchSampler(len(ds), batch_size, shuffle, seed, epoch, drop_last, weights if train else None)
     collate: Any = _identity
     if ds.modality == "image":
         size = _resolve_size(pre, image_size)

@@ -7,6 +7,9 @@ The presets (``train.augment``):
   0.9-1.1 scale): safe for almost any data set.
 * ``standard``: ``RandomResizedCrop`` (area 25-100 %, milder than ImageNet's 8 % because transfer data sets are
   small and their images often already tightly framed), horizontal flip, colour jitter and ``RandAugment``.
+* ``strong``: the "strong" view of FixMatch-style self-training (Sohn et al. 2020): the small affine of ``light``
+  (no flip: digits and text-like images are not mirror-symmetric), ``RandAugment`` at magnitude 10 and a cutout
+  (``RandomErasing`` of 2-15 % of the image). Too harsh for supervised training on its own.
 
 Random presets apply only when ``train=True``; evaluation always uses ``none``. Every pipeline starts from uint8
 pixels (a numpy ``HxW`` or ``HxWx3`` array, a ``CxHxW`` tensor, or a PIL image), turns grey into 3 channels, and works
@@ -27,7 +30,7 @@ from torchvision.transforms import v2
 from ..backbones.base import Preprocessing
 from ..errors import ConfigError
 
-AUGMENT_PRESETS: tuple[str, ...] = ("none", "light", "standard")
+AUGMENT_PRESETS: tuple[str, ...] = ("none", "light", "standard", "strong")
 
 
 def to_uint8_chw(img: Any) -> torch.Tensor:
@@ -82,6 +85,14 @@ def uint8_transform(image_size: int, train: bool, augment: str) -> Callable[[Any
             v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1)),
             v2.Lambda(_to_rgb),
         ]
+    elif augment == "strong":
+        steps += [
+            v2.Resize(size, antialias=True),
+            v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1)),
+            v2.Lambda(_to_rgb),
+            v2.RandAugment(num_ops=2, magnitude=10),
+            v2.RandomErasing(p=1.0, scale=(0.02, 0.15), value=0),
+        ]
     else:  # standard
         steps += [
             v2.RandomResizedCrop(size, scale=(0.25, 1.0), antialias=True),
@@ -102,7 +113,7 @@ def image_transform(
         pre: the backbone's preprocessing (mean/std; its ``image_size`` is the default size).
         image_size: output side S; ``None`` uses ``pre.image_size``.
         train: apply the random part of the preset (``False``: plain resize, for evaluation and prediction).
-        augment: ``"none"``, ``"light"`` or ``"standard"``.
+        augment: ``"none"``, ``"light"``, ``"standard"`` or ``"strong"``.
         normalize: ``True``: float32 ``(3, S, S)`` scaled to [0, 1] and normalised with ``pre.mean``/``pre.std``.
             ``False``: uint8 ``(3, S, S)`` (normalise a whole batch later with :class:`BatchNormalizer`).
 

@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .metrics import classification_metrics, validate_predictions
-    from .plots import confusion_matrix_png, learning_curves_png
+    from .plots import confusion_matrix_png, embedding_png, learning_curves_png
     from .predictions import format_metrics_table, write_metrics_json, write_predictions_csv
 
 __all__ = [
     "classification_metrics",
     "validate_predictions",
     "confusion_matrix_png",
+    "embedding_png",
     "learning_curves_png",
     "write_predictions_csv",
     "write_metrics_json",
@@ -28,6 +29,7 @@ __all__ = [
 _WHERE = {
     "classification_metrics": "metrics",
     "validate_predictions": "metrics",
+    "embedding_png": "plots",
     "confusion_matrix_png": "plots",
     "learning_curves_png": "plots",
     "write_predictions_csv": "predictions",

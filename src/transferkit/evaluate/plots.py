@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 
 from ..io import write_with
 
-__all__ = ["confusion_matrix_png", "learning_curves_png", "DPI"]
+__all__ = ["confusion_matrix_png", "embedding_png", "learning_curves_png", "DPI"]
 
 #: Resolution of every saved figure.
 DPI = 110
@@ -222,5 +222,43 @@ def learning_curves_png(
         if drawn or best is not None:
             ax.legend(fontsize=8, loc="best")
     fig.suptitle(title, fontsize=12)
+    fig.tight_layout()
+    _save_png(fig, path)
+
+
+def embedding_png(
+    panels: Sequence[dict[str, Any]],
+    path: str | os.PathLike[str],
+    *,
+    title: str = "Source and target features",
+) -> None:
+    """Scatter plots of 2-D embeddings of source and target features, one panel per model, saved as a PNG.
+
+    Each panel is a dict with ``title``, ``source`` and ``target`` (``(n, 2)`` arrays) and optionally
+    ``source_labels`` / ``target_labels`` (class indices: the marker colour follows the class, the marker shape the
+    domain, so both alignment of the domains and separation of the classes are visible).
+    """
+    n = len(panels)
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    fig = _new_figure(4.2 * cols, 4.0 * rows + 0.4)
+    cmap = "tab10"
+    for i, p in enumerate(panels):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        for key, marker, label in (("source", "o", "source"), ("target", "^", "target")):
+            z = np.asarray(p[key])
+            c = p.get(f"{key}_labels")
+            if c is None:
+                ax.scatter(z[:, 0], z[:, 1], s=6, marker=marker, alpha=0.5, label=label,
+                           color="tab:blue" if key == "source" else "tab:orange")
+            else:
+                ax.scatter(z[:, 0], z[:, 1], s=6, marker=marker, alpha=0.5, label=label, c=np.asarray(c) % 10,
+                           cmap=cmap, vmin=0, vmax=9)
+        ax.set_title(str(p.get("title", "")), fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i == 0:
+            ax.legend(loc="best", fontsize=7, markerscale=2)
+    fig.suptitle(title + " (o source, \u25b2 target; colour = class)", fontsize=10)
     fig.tight_layout()
     _save_png(fig, path)

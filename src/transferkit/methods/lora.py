@@ -126,7 +126,7 @@ class LoRA(Method):
 
         result = fit_loop(ctx.model, self, ctx.train, val, ctx.model_config, ctx.train_config,
                           checkpoint_dir=ctx.options.get("checkpoint_dir"), resume=bool(ctx.options.get("resume")),
-                          extra=ctx.extra)
+                          extra=ctx.extra, **kwargs)  # scorers, sample_weights: as for any method
         model = ctx.model
         model.load_state_dict(result.best_state)
         lora_params = sum(p.numel() for n, p in model.backbone.named_parameters() if is_lora_parameter(n))

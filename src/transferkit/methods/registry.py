@@ -13,7 +13,10 @@ from typing import Any
 from ..errors import ConfigError
 
 _REGISTRY: dict[str, type] = {}
-_BUILTIN_MODULES = ("finetune", "feature_heads", "l2sp", "delta", "bss", "lwf", "lora", "bitfit", "soft_targets")
+_BUILTIN_MODULES = (
+    "finetune", "feature_heads", "l2sp", "delta", "bss", "lwf", "lora", "bitfit", "soft_targets",
+    "domain_baselines", "dann", "cdan", "dan", "coral", "mcc", "self_training",
+)
 _loaded = False
 
 

@@ -3,6 +3,12 @@
 It knows no method by name: every method-specific thing (which parameters learn at which rate, the loss of a step,
 extra batches, epoch-dependent freezing) goes through the :class:`~transferkit.methods.base.Method` interface.
 
+Per-epoch scores besides the validation metrics come from ``scorers`` (``name -> fn(model) -> float``, e.g. the
+target-label-free validators of domain adaptation): each lands in the epoch's history row, and ``train.monitor`` may
+name any row key (keys containing "loss" are minimised, all others maximised). Source-sample selection reaches the
+loop as ``sample_weights``: the training loader then draws examples in proportion to them (see
+:class:`~transferkit.data.loaders.EpochBatchSampler`), so it works in front of any method.
+
 Reproducibility and resume: all RNGs are reseeded at each epoch start from ``(seed, epoch)``, and a checkpoint
 (model, method, optimizer, scheduler, history, early-stopping state, best weights) is written atomically at the end
 of every epoch. A run killed at any point and resumed repeats the interrupted epoch exactly, so it ends with the
@@ -78,8 +84,14 @@ def fit(
     resume: bool = False,
     extra: dict[str, Dataset] | None = None,
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+    scorers: dict[str, Callable[[TransferModel], float]] | None = None,
+    sample_weights: Any = None,
 ) -> FitResult:
-    """Train ``model`` with ``method`` on ``train``, choosing the best epoch on ``val`` (or the last without val)."""
+    """Train ``model`` with ``method`` on ``train``, keeping the best epoch by ``cfg.monitor``.
+
+    The monitor is a validation metric of ``val`` (``val_accuracy``...), or the name of one of ``scorers``; without
+    either (no val split for a ``val_*`` monitor) the last epoch is kept.
+    """
     from ..data.loaders import make_loader
 
     set_deterministic(cfg.deterministic)
@@ -87,12 +99,18 @@ def fit(
     device = accelerator.device
     pre = model.preprocessing
 
-    def loader(ds: Dataset, *, train: bool, epoch: int = 0, batch_size: int | None = None, drop_last: bool = False):
+    def loader(ds: Dataset, *, train: bool, epoch: int = 0, batch_size: int | None = None, drop_last: bool = False,
+               augment: str | None = None, weights: Any = None):
         return make_loader(
-            ds, pre, image_size=model.image_size, train=train, augment=cfg.augment if train else "none",
-            batch_size=batch_size or cfg.batch_size, seed=cfg.seed, epoch=epoch, num_workers=cfg.num_workers,
-            drop_last=drop_last, pin_memory=device.type == "cuda",
+            ds, pre, image_size=model.image_size, train=train,
+            augment=(augment or cfg.augment) if train else "none", batch_size=batch_size or cfg.batch_size,
+            seed=cfg.seed, epoch=epoch, num_workers=cfg.num_workers, drop_last=drop_last,
+            pin_memory=device.type == "cuda", weights=weights,
         )
+
+    scorers = dict(scorers or {})
+    if sample_weights is not None and len(sample_weights) != len(train):
+        raise RunError(f"{len(sample_weights)} sample weights for {len(train)} training examples; give one each.")
 
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     if accelerator.num_processes > 1:
@@ -120,14 +138,14 @@ def fit(
         best_value, best_epoch, bad_epochs = float(state["best_value"]), int(state["best_epoch"]), int(state["bad"])
         best_state = state["best_state"]
 
-    sign = -1.0 if cfg.monitor == "val_loss" else 1.0
+    sign = -1.0 if "loss" in cfg.monitor else 1.0
     stopped_early = False
     t0 = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
         seed_everything(epoch_seed(cfg.seed, epoch))
         method.on_epoch_start(_unwrap(accelerator, model), epoch)
         method.train_mode(_unwrap(accelerator, model))
-        train_loader = loader(train, train=True, epoch=epoch)
+        train_loader = loader(train, train=True, epoch=epoch, weights=sample_weights)
         if accelerator.num_processes > 1:
             train_loader = accelerator.prepare_data_loader(train_loader)
         row = _train_epoch(accelerator, model, method, optimizer, scheduler, sched_when, train_loader, cfg,
@@ -138,11 +156,12 @@ def fit(
                                     loader=lambda ds: loader(ds, train=False, batch_size=max(cfg.batch_size, 128)))
             m = classification_metrics(val.labels, softmax(logits), val.classes, top_k=())
             row.update(val_loss=m["loss"], val_accuracy=m["accuracy"], val_macro_f1=m["macro_f1"])
-            value = sign * row[cfg.monitor]
-        else:
-            value = float(epoch)  # no validation data: the last epoch is the best
+        if scorers:
+            row.update(_run_scorers(_unwrap(accelerator, model), scorers))
+        monitored = cfg.monitor in row
+        value = sign * float(row[cfg.monitor]) if monitored else float(epoch)  # nothing to monitor: keep the last
         if sched_when == "epoch":
-            scheduler.step(sign * value if val is not None else 0.0)
+            scheduler.step(sign * value if monitored else 0.0)
         history.append(row)
         if value > best_value + 1e-12:
             best_value, best_epoch, bad_epochs = value, epoch, 0
@@ -158,7 +177,7 @@ def fit(
                 "epoch": epoch + 1, "best_value": best_value, "best_epoch": best_epoch, "bad": bad_epochs,
                 "best_state": best_state,
             })
-        if cfg.early_stopping is not None and val is not None and bad_epochs >= cfg.early_stopping:
+        if cfg.early_stopping is not None and monitored and bad_epochs >= cfg.early_stopping:
             stopped_early = True
             break
 
@@ -172,6 +191,14 @@ def fit(
         trainable_params=sum(p.numel() for p in base.parameters() if p.requires_grad),
         total_params=sum(p.numel() for p in base.parameters()),
     )
+
+
+def _run_scorers(model: TransferModel, scorers: dict[str, Callable[[TransferModel], float]]) -> dict[str, float]:
+    """Each scorer on the model in eval mode without gradients; training mode is restored by the next epoch."""
+    model.eval()
+    with torch.no_grad():
+        out = {name: float(fn(model)) for name, fn in scorers.items()}
+    return out
 
 
 def _train_epoch(accelerator, model, method, optimizer, scheduler, sched_when, train_loader, cfg, epoch,

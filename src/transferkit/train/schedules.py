@@ -18,7 +18,7 @@ def build_scheduler(
     """
     warmup = int(round(cfg.warmup_fraction * total_steps))
     if cfg.schedule == "plateau":
-        mode = "min" if cfg.monitor == "val_loss" else "max"
+        mode = "min" if "loss" in cfg.monitor else "max"
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=0.5, patience=1), "epoch"
 
     def factor(step: int) -> float:

@@ -1,0 +1,170 @@
+"""What the domain-adaptation methods share: unlabelled target batches, and features of both domains in one pass.
+
+Every adaptation method trains on
+
+    L = CE(h(f(x_s)), y_s) + trade_off * L_DA(source batch, target batch)
+
+with ``f`` the backbone, ``h`` the head, a labelled source batch from the loop and an unlabelled target batch the
+method draws itself: the data reaches it as ``ctx.extra["target"]`` (an unlabelled :class:`Dataset` with the
+source's modality), and it takes batches of the loop's batch size through ``ctx.make_loader`` (the model's
+preprocessing; ``augment`` picks the augmentation preset of the target view, the loop's own by default). The loop
+knows nothing of this: it calls :meth:`~transferkit.methods.base.Method.training_step` with the source batch as
+for any method.
+
+Target order and resume: each epoch restarts the target stream from an order that depends only on
+``(seed, epoch)`` (loader rounds ``epoch * 10^4 + r``), so a run resumed at an epoch boundary draws exactly the
+target batches of an uninterrupted run. Batches are full (``drop_last``) unless the target set is smaller than one
+batch; when the target set is larger than what an epoch consumes, each epoch sees a fresh random part of it.
+
+Images and tabular rows of both domains go through the model in **one** forward pass (source rows first), so
+batch-norm layers normalise with statistics of the mixed batch, as the reference implementations do (DANN, CDAN and
+MCC in Transfer-Learning-Library concatenate the two batches); text batches (dicts of padded token tensors of
+different lengths) take two passes.
+
+Owned modules (a domain discriminator, a random projection) are built in :meth:`setup`, from
+``model.backbone.feature_dim`` and ``len(model.classes)``, so they are part of the method: they join the optimizer's
+``method.<name>`` parameter group (at the head's learning rate) and are saved in checkpoints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from ..data.base import Dataset
+from ..errors import ConfigError, DataError
+from ..model import TransferModel
+from ..train.inference import to_device
+from .base import FitContext, Method, infinite
+from .regularised import forward_with_features, unwrap
+
+#: Loader rounds per epoch in the target stream's seed (see the module docstring).
+ROUNDS_PER_EPOCH = 10_000
+
+
+@dataclass
+class AdaptationParams:
+    """The weight of the adaptation term (every adaptation method has one)."""
+
+    trade_off: float = 1.0  # weight of the domain-adaptation loss next to the source cross-entropy
+
+
+@dataclass
+class Views:
+    """One forward pass over source and target: features and logits of each (source rows first)."""
+
+    f_s: torch.Tensor
+    f_t: torch.Tensor
+    z_s: torch.Tensor
+    z_t: torch.Tensor
+
+
+class AdaptationMethod(Method):
+    """Base of methods that adapt to unlabelled target data (see the module docstring)."""
+
+    Params: ClassVar[type] = AdaptationParams
+    #: Augmentation preset of the target batches; ``None``: the loop's ``train.augment`` (as the source).
+    target_augment: ClassVar[str | None] = None
+
+    def __init__(self, params: Any | None = None) -> None:
+        super().__init__(params)
+        self.check_non_negative("trade_off")
+        self._make_loader: Callable[..., Any] | None = None
+        self._target: Dataset | None = None
+        self._streams: dict[str | None, Iterator[Any]] = {}
+        self._epoch = 0
+
+    def check_non_negative(self, *names: str) -> None:
+        """A ConfigError for a negative value among the named parameters."""
+        for name in names:
+            v = getattr(self.params, name)
+            if v < 0:
+                raise ConfigError(f"'model.method_params.{name}' must be 0 or positive, not {v}.")
+
+    # --- set-up -------------------------------------------------------------------------------------------
+    def setup(self, ctx: FitContext) -> None:
+        super().setup(ctx)
+        target = ctx.extra.get("target")
+        if target is None:
+            raise ConfigError(
+                f"Method '{self.name}' needs unlabelled target data; set `target:` in the config or pass target= "
+                "to fit()."
+            )
+        if len(target) == 0:
+            raise DataError(f"The target data of method '{self.name}' is empty; give at least one target example.")
+        if ctx.train is not None and target.modality != ctx.train.modality:
+            raise DataError(
+                f"The target data is {target.modality} but the source data is {ctx.train.modality}; adapt between "
+                "data of the same kind."
+            )
+        if ctx.make_loader is None:
+            raise ConfigError(f"Method '{self.name}' draws target batches through the training loop; train with fit().")
+        self._make_loader = ctx.make_loader
+        self._target = target
+        self._streams = {}
+        self.build_modules(ctx.model)
+
+    def build_modules(self, model: TransferModel) -> None:
+        """Create owned modules (discriminators...) for ``model``; nothing by default."""
+
+    @staticmethod
+    def num_classes(model: TransferModel) -> int:
+        return len(model.classes)
+
+    @staticmethod
+    def feature_dim(model: TransferModel) -> int:
+        return int(model.backbone.feature_dim)
+
+    # --- target batches -----------------------------------------------------------------------------------
+    def on_epoch_start(self, model: TransferModel, epoch: int) -> None:
+        super().on_epoch_start(model, epoch)
+        self._epoch = epoch
+        self._streams = {}  # restart every stream from this epoch's order
+
+    def train_mode(self, model: TransferModel) -> None:
+        super().train_mode(model)
+        self.train()  # owned modules (discriminator dropout) train too
+
+    def target_stream(self, augment: str | None = None) -> Iterator[Any]:
+        """The epoch's endless stream of target batches ``(inputs, labels=-1)`` with augmentation ``augment``.
+
+        Streams with different ``augment`` but the same epoch visit the target examples in the same order (the
+        order depends only on the seed and the round), which is what weak/strong views of one batch need.
+        """
+        if augment not in self._streams:
+            assert self._target is not None and self._make_loader is not None, "setup() was not called"
+            target, make, epoch = self._target, self._make_loader, self._epoch
+            drop_last = len(target) >= self.train_config.batch_size
+
+            def factory(r: int) -> Any:
+                kwargs: dict[str, Any] = {"train": True, "epoch": epoch * ROUNDS_PER_EPOCH + r, "drop_last": drop_last}
+                if augment is not None:
+                    kwargs["augment"] = augment
+                return make(target, **kwargs)
+
+            self._streams[augment] = infinite(factory)
+        return self._streams[augment]
+
+    def next_target(self, device: torch.device | str, augment: str | None = None) -> Any:
+        """The next unlabelled target batch's inputs, on ``device``."""
+        x, _ = next(self.target_stream(augment if augment is not None else self.target_augment))
+        return to_device(x, torch.device(device))
+
+    # --- forward passes -----------------------------------------------------------------------------------
+    @staticmethod
+    def forward_views(model: TransferModel, x_s: Any, x_t: Any) -> Views:
+        """Features and logits of a source and a target batch: one pass for tensors, two for text dicts."""
+        if torch.is_tensor(x_s) and torch.is_tensor(x_t):
+            n = x_s.shape[0]
+            f, z = forward_with_features(model, torch.cat([x_s, x_t]))
+            return Views(f[:n], f[n:], z[:n], z[n:])
+        f_s, z_s = forward_with_features(model, x_s)
+        f_t, z_t = forward_with_features(model, x_t)
+        return Views(f_s, f_t, z_s, z_t)
+
+    @staticmethod
+    def device_of(model: TransferModel) -> torch.device:
+        return next(unwrap(model).parameters()).device

@@ -1,0 +1,293 @@
+"""Domain-adaptation methods (``dann``, ``cdan``, ``cdan-e``, ``dan``, ``coral``, ``mcc``, ``self-training``) and the
+two baselines (``source-only``, ``target-oracle``) through the method interface and the one training loop.
+
+Fast tests run the tiny random backbone (``tests/tiny.py``) on a 3-class image task whose target is the same task
+with inverted brightness; the ``slow`` test trains ``digits-cnn`` on MNIST and checks every adaptation method's
+accuracy on the MNIST-M-style target against source-only's, with the same seed and the same budget.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.tiny import TinyConvBackbone
+from transferkit import TransferClassifier
+from transferkit.config import ModelConfig, TrainConfig
+from transferkit.data.base import Dataset
+from transferkit.data.loaders import make_loader
+from transferkit.errors import ConfigError, DataError
+from transferkit.methods import create_method, get_method_class
+from transferkit.methods.adaptation import AdaptationMethod
+from transferkit.methods.base import FitContext
+from transferkit.model import TransferModel
+from transferkit.train.loop import fit as fit_loop
+
+TINY = "module:tests.tiny:make_tiny"
+CLASSES = ["a", "b", "c"]
+ADAPTATION = ["dann", "cdan", "cdan-e", "dan", "coral", "mcc", "self-training"]
+LOGGED = {"dann": "transfer_loss", "cdan": "transfer_loss", "cdan-e": "transfer_loss", "dan": "mmd",
+          "coral": "coral", "mcc": "mcc", "self-training": "pseudo_loss"}
+
+
+def _source(blobs_images) -> Dataset:
+    x, y = blobs_images
+    return Dataset("image", x, y, CLASSES, "blobs")
+
+
+def _target(blobs_images, n: int = 40) -> Dataset:
+    """The same task with inverted brightness, unlabelled: a domain shift the tiny model can see."""
+    x, _ = blobs_images
+    return Dataset("image", (255 - x[:n]).astype(np.uint8), None, CLASSES, "blobs-inverted")
+
+
+def _model() -> TransferModel:
+    torch.manual_seed(0)
+    return TransferModel(TinyConvBackbone(), CLASSES)
+
+
+def _loader(model: TransferModel, batch_size: int = 16):
+    """The loop's loader closure (with the ``augment`` override), for methods set up outside fit()."""
+
+    def loader(ds, *, train, epoch=0, batch_size=None, drop_last=False, augment=None):
+        return make_loader(ds, model.preprocessing, image_size=16, train=train,
+                           augment=(augment or "none") if train else "none", batch_size=batch_size or bs,
+                           seed=0, epoch=epoch, drop_last=drop_last)
+
+    bs = batch_size
+    return loader
+
+
+def _setup(name: str, model: TransferModel, source: Dataset, target: Dataset | None, params: dict | None = None,
+           **cfg):
+    m = create_method(name, params or {})
+    extra = {"target": target} if target is not None else {}
+    m.setup(FitContext(model, source, ModelConfig(), TrainConfig(**{"batch_size": 16, **cfg}),
+                       make_loader=_loader(model, cfg.get("batch_size", 16)), extra=extra))
+    return m
+
+
+# --- every method through the API: trains, logs its term, saves and loads -----------------------------------
+@pytest.mark.parametrize("name", ADAPTATION)
+def test_method_trains_logs_and_round_trips(name, blobs_images, tmp_path: Path) -> None:
+    source, target = _source(blobs_images), _target(blobs_images)
+    model = _model()
+    m = _setup(name, model, source, target)
+    assert isinstance(m, AdaptationMethod)
+    x, y = next(iter(_loader(model)(source, train=True)))
+    m.train_mode(model)
+    m.on_epoch_start(model, 0)
+    m.on_step_start(5, 10)
+    out = m.training_step(model, (x, y))
+    assert out.logits.shape == (16, 3) and torch.isfinite(out.loss)
+    term = out.logs[LOGGED[name]]
+    assert math.isfinite(float(term)) and float(term) >= 0.0
+    out.loss.backward()
+    if name in ("dann", "cdan", "cdan-e"):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.discriminator.parameters())
+        assert {g["name"] for g in m.param_groups(model)} >= {"head", f"method.{name}"}
+
+    clf = TransferClassifier(backbone=TINY, method=name, epochs=2, batch_size=16, lr=1e-2, progress=False,
+                             augment="light")
+    clf.fit(source, extra={"target": target})
+    assert len(clf.history_) == 2 and all(math.isfinite(r["train_loss"]) for r in clf.history_)
+    proba = clf.predict_proba(target)
+    assert proba.shape == (40, 3) and np.allclose(proba.sum(1), 1.0, atol=1e-5)
+    clf.save(tmp_path / "m")
+    again = TransferClassifier.load(tmp_path / "m")
+    assert again.method_["name"] == name
+    np.testing.assert_allclose(again.predict_proba(target), proba, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["dann", "cdan-e", "dan", "coral", "mcc"])
+def test_trade_off_zero_leaves_the_source_cross_entropy(name, blobs_images) -> None:
+    source, target = _source(blobs_images), _target(blobs_images)
+    model = _model()
+    m = _setup(name, model, source, target, {"trade_off": 0.0})
+    model.eval()  # no batch-norm statistics of the mixed batch, no dropout: the two forwards agree exactly
+    m.discriminator.eval() if hasattr(m, "discriminator") else None
+    x, y = next(iter(_loader(model)(source, train=False)))
+    out = m.training_step(model, (x, y))
+    assert out.loss.item() == pytest.approx(F.cross_entropy(model(x), y).item(), rel=1e-5)
+
+
+def test_missing_target_is_one_plain_sentence(blobs_images) -> None:
+    for name in ADAPTATION:
+        with pytest.raises(ConfigError, match=r"needs unlabelled target data; set `target:` in the config"):
+            _setup(name, _model(), _source(blobs_images), None)
+    with pytest.raises(ConfigError, match="Method 'dann' needs unlabelled target data"):
+        TransferClassifier(backbone=TINY, method="dann", epochs=1, progress=False).fit(_source(blobs_images))
+    text_target = Dataset("text", ["a b"] * 4, None, CLASSES)
+    with pytest.raises(DataError, match="same kind"):
+        _setup("dann", _model(), _source(blobs_images), text_target)
+
+
+def test_bad_parameters_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="trade_off"):
+        create_method("dann", {"trade_off": -1.0})
+    with pytest.raises(ConfigError, match="Unknown augmentation preset"):
+        create_method("self-training", {"strong_augment": "wild"})
+    with pytest.raises(ConfigError, match="threshold"):
+        create_method("self-training", {"threshold": 1.5})
+    with pytest.raises(ConfigError, match="temperature"):
+        create_method("mcc", {"temperature": 0.0})
+    with pytest.raises(ConfigError, match=r"method_params\.on'"):
+        create_method("coral", {"on": "pixels"})
+    with pytest.raises(ConfigError, match="Unknown config key"):
+        create_method("dann", {"trade_of": 1.0})
+
+
+# --- the pieces: target stream, GRL schedule, conditional map, views -----------------------------------------
+def test_target_stream_orders_views_alike_restarts_per_epoch_and_handles_small_targets(blobs_images) -> None:
+    x, _ = blobs_images
+    ids = Dataset("image", x[:40], np.arange(40), [str(i) for i in range(40)], "ids")  # label = example id
+    model = _model()
+    m = _setup("self-training", model, _source(blobs_images), ids)
+    m.on_epoch_start(model, 0)
+    weak = [next(m.target_stream("light"))[1] for _ in range(5)]  # 2 full batches per round, then a new order
+    strong = [next(m.target_stream("strong"))[1] for _ in range(5)]
+    assert all(torch.equal(a, b) for a, b in zip(weak, strong))
+    assert all(len(b) == 16 for b in weak)  # drop_last: full batches only
+    assert not torch.equal(torch.cat(weak[:2]), torch.cat(weak[2:4]))  # a new round reshuffles
+    m.on_epoch_start(model, 0)
+    assert torch.equal(next(m.target_stream("light"))[1], weak[0])  # the epoch restarts its stream
+    m.on_epoch_start(model, 1)
+    assert not torch.equal(next(m.target_stream("light"))[1], weak[0])
+    # a target smaller than a batch: whole (short) batches instead of none at all
+    small = _setup("dann", model, _source(blobs_images), ids.subset(range(5)))
+    small.on_epoch_start(model, 0)
+    batches = [small.next_target("cpu") for _ in range(3)]
+    assert [b.shape[0] for b in batches] == [5, 5, 5]
+
+
+def test_dann_schedule_reaches_the_gradient_reversal(blobs_images) -> None:
+    model = _model()
+    m = _setup("dann", model, _source(blobs_images), _target(blobs_images))
+    coeffs = []
+    for step in (0, 50, 100):
+        m.on_step_start(step, 100)
+        coeffs.append(m.grl.coeff)
+    assert coeffs[0] == 0.0 and 0.98 < coeffs[1] < 1.0 and coeffs[2] == pytest.approx(1.0, abs=1e-4)
+    m2 = _setup("dann", model, _source(blobs_images), _target(blobs_images), {"gamma": 0.0})
+    m2.on_step_start(0, 100)
+    assert m2.grl.coeff == 1.0
+
+
+def test_dann_gradient_reversal_opposes_discriminator_and_features(blobs_images) -> None:
+    """The features get minus lambda times the gradient the discriminator's loss would give them."""
+    model = _model()
+    m = _setup("dann", model, _source(blobs_images), _target(blobs_images), {"dropout": 0.0})
+    m.grl.coeff = 0.5
+    f = torch.randn(8, 16, requires_grad=True)
+    d_s, d_t = m.discriminate(f[:4], f[4:])
+    from transferkit.adaptation.losses import domain_adversarial_loss
+
+    domain_adversarial_loss(d_s, d_t).backward()
+    reversed_grad = f.grad.clone()
+    f.grad = None
+    d = m.discriminator(f)
+    domain_adversarial_loss(d[:4], d[4:]).backward()
+    assert torch.allclose(reversed_grad, -0.5 * f.grad, atol=1e-6)
+
+
+def test_cdan_uses_the_full_map_when_small_and_the_randomized_map_when_large(blobs_images) -> None:
+    model = _model()  # 16-d features, 3 classes: C * d = 48
+    full = _setup("cdan", model, _source(blobs_images), _target(blobs_images))
+    assert full.random_map is None and full.discriminator.net[0].in_features == 48
+    rnd = _setup("cdan", model, _source(blobs_images), _target(blobs_images),
+                 {"randomized_threshold": 10, "randomized_dim": 64})
+    assert rnd.random_map is not None and rnd.discriminator.net[0].in_features == 64
+    assert {"random_map.r_f", "random_map.r_g"} <= set(rnd.state_dict())
+    forced = _setup("cdan", model, _source(blobs_images), _target(blobs_images), {"randomized": False,
+                                                                                  "randomized_threshold": 10})
+    assert forced.random_map is None
+    assert get_method_class("cdan-e")().params.entropy and not get_method_class("cdan")().params.entropy
+
+
+def test_text_batches_take_two_forward_passes() -> None:
+    """Dict (text) batches cannot be concatenated: DANN runs them through the model one domain at a time."""
+    from transformers import BertConfig
+
+    from transferkit.backbones.hf_backbone import HFBackbone, config_to_dict
+
+    cfg = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                     max_position_embeddings=32)
+    torch.manual_seed(0)
+    model = TransferModel(HFBackbone("tiny-bert", pretrained=False, config=config_to_dict(cfg)), ["neg", "pos"])
+
+    def batch(seed: int, length: int):
+        g = torch.Generator().manual_seed(seed)
+        ids = torch.randint(1, 50, (8, length), generator=g)
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, torch.full((8,), -1)
+
+    def loader(ds, *, train, epoch=0, batch_size=None, drop_last=False, augment=None):
+        return [batch(epoch, 10)]
+
+    texts = Dataset("text", ["x"] * 8, np.arange(8) % 2, ["neg", "pos"])
+    for name in ("dann", "self-training"):
+        m = create_method(name, {})
+        m.setup(FitContext(model, texts, ModelConfig(), TrainConfig(batch_size=8), loader,
+                           extra={"target": texts.unlabelled()}))
+        m.train_mode(model)
+        x_s, y_s = batch(99, 6)
+        out = m.training_step(model, (x_s, y_s % 2))
+        assert out.logits.shape == (8, 2) and torch.isfinite(out.loss)
+        out.loss.backward()
+
+
+# --- resume: the discriminator and the target stream survive a restart --------------------------------------
+def test_dann_resumed_run_matches_an_uninterrupted_one(blobs_images, tmp_path: Path) -> None:
+    source, target = _source(blobs_images), _target(blobs_images)
+    cfg = TrainConfig(epochs=2, batch_size=16, lr=1e-2, progress=False, device="cpu", augment="light")
+
+    def run(checkpoint_dir=None, resume=False, stop_after=None):
+        model = _model()
+        method = create_method("dann", {})
+
+        def on_epoch_end(row):
+            if stop_after is not None and row["epoch"] > stop_after:
+                raise KeyboardInterrupt  # killed after the checkpoint of epoch `stop_after` was written
+
+        result = fit_loop(model, method, source, None, ModelConfig(), cfg, checkpoint_dir=checkpoint_dir,
+                          resume=resume, extra={"target": target}, on_epoch_end=on_epoch_end)
+        return result, method
+
+    ref, ref_method = run()
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, stop_after=1)
+    resumed, method = run(tmp_path, resume=True)
+    assert resumed.history == ref.history
+    assert all(torch.equal(resumed.best_state[k], ref.best_state[k]) for k in ref.best_state)
+    assert all(torch.equal(a, b) for a, b in zip(method.state_dict().values(), ref_method.state_dict().values()))
+
+
+# --- the baselines --------------------------------------------------------------------------------------------
+def test_source_only_is_the_plain_cross_entropy_and_ignores_the_target(blobs_images) -> None:
+    model = _model()
+    m = _setup("source-only", model, _source(blobs_images), None)  # no target needed
+    model.eval()
+    x, y = next(iter(_loader(model)(_source(blobs_images), train=False)))
+    assert m.training_step(model, (x, y)).loss.item() == pytest.approx(F.cross_entropy(model(x), y).item())
+    assert not getattr(m, "uses_target_labels", False)
+
+
+def test_target_oracle_trains_on_the_labelled_target_split(blobs_images) -> None:
+    assert get_method_class("target-oracle").uses_target_labels is True
+    source = _source(blobs_images)
+    x, y = blobs_images
+    relabelled = Dataset("image", x, (y + 1) % 3, CLASSES, "oracle")  # the target's labels disagree with the source
+    with pytest.raises(ConfigError, match="'target-oracle' trains on the labelled target training split"):
+        oracle = create_method("target-oracle", {})
+        oracle.custom_fit(FitContext(_model(), source, ModelConfig(), TrainConfig(), None, extra={}), None)
+    with pytest.raises(DataError, match="no labels"):
+        oracle.custom_fit(FitContext(_model(), source, ModelConfig(), TrainConfig(), None,
+                                     extra={"target_oracle": relabelled.unlabelled()}), None)
+    clf = TransferClassifier(backbone=TINY, method="target-oracle", epochs=6, batch_size=16, lr=1e-2, progress=False)
+    clf.fit(source, target=relabelled)
+    pred = clf.predict_proba(source).argmax(1)
+    assert (pred == relabelled.labels).mean() > 0.9  # it learned the oracle's labels, not the source's
