@@ -291,3 +291,78 @@ def test_target_oracle_trains_on_the_labelled_target_split(blobs_images) -> None
     clf.fit(source, target=relabelled)
     pred = clf.predict_proba(source).argmax(1)
     assert (pred == relabelled.labels).mean() > 0.9  # it learned the oracle's labels, not the source's
+
+
+# --- real data (slow): MNIST -> MNIST-M-style -----------------------------------------------------------------
+# One source-only digits-cnn (2 epochs on the 3,500 MNIST training digits) is the shared starting point; each method
+# then takes the same 100 steps (batch 32, AdamW at a constant 1e-3, seed 1) from it, source-only included, and is
+# scored on the 1,000 MNIST-M test images (target accuracy) and on held-out features of 500 images per domain.
+# Measured on seeds 0-2 (see the module docstring of the method for what each term does):
+#   source-only 51.0 / 54.1 / 56.5, dan 57.0 / 59.7 / 60.4, self-training 62.1 / 56.4 / 61.4 (target accuracy, %).
+# DANN, CDAN and CDAN+E need several hundred steps before their adversarial game pays off on this pair (at 10
+# epochs they gain 20+ points), and are not reliably above source-only after 100 steps, so they are not claimed
+# here; see BENCHMARKS.md for the full-budget comparison.
+ADAPT_STEPS, ADAPT_BATCH = 100, 32
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from transferkit.backbones import build_backbone
+    from transferkit.config import DataConfig
+    from transferkit.data import load_data
+    from transferkit.train.seeding import seed_everything
+
+    src, tgt = load_data(DataConfig(name="mnist")), load_data(DataConfig(name="mnist-m"))
+    seed_everything(0)
+    model = TransferModel(build_backbone("digits-cnn"), src.classes)
+    fit_loop(model, create_method("source-only"), src.train, None, ModelConfig(backbone="digits-cnn"),
+             TrainConfig(epochs=2, batch_size=64, lr=1e-3, head_lr_scale=1.0, seed=0, progress=False, device="cpu"))
+    return {"src": src, "tgt": tgt, "pretrained": model, "runs": {}}
+
+
+def _adapted(digits, name: str, params: dict | None = None) -> dict:
+    """Target accuracy and held-out features after ADAPT_STEPS steps of ``name`` from the shared source model."""
+    import copy
+
+    key = (name, repr(sorted((params or {}).items())))
+    if key not in digits["runs"]:
+        model = copy.deepcopy(digits["pretrained"])
+        src, tgt = digits["src"], digits["tgt"]
+        n = ADAPT_STEPS * ADAPT_BATCH
+        cfg = TrainConfig(epochs=1, batch_size=ADAPT_BATCH, lr=1e-3, head_lr_scale=1.0, schedule="constant",
+                          warmup_fraction=0.0, seed=1, progress=False, device="cpu")
+        fit_loop(model, create_method(name, params or {}), src.train.subset(range(len(src.train) - n, len(src.train))),
+                 None, ModelConfig(backbone="digits-cnn"), cfg, extra={"target": tgt.train.unlabelled()})
+        model.eval()
+
+        def run(ds):
+            x, _ = next(iter(make_loader(ds, model.preprocessing, image_size=28, train=False, batch_size=len(ds))))
+            with torch.no_grad():
+                f = model.backbone(x)
+                return f, model.head(f)
+
+        f_s, _ = run(src.test.subset(range(500)))
+        f_t, z_t = run(tgt.test)
+        acc = float((z_t.argmax(1).numpy() == tgt.test.labels).mean())
+        digits["runs"][key] = {"acc": acc, "f_s": f_s, "f_t": f_t[:500], "z_t": z_t[:500]}
+    return digits["runs"][key]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["dan", "self-training"])
+def test_adaptation_beats_source_only_on_mnist_m(digits, name) -> None:
+    base, adapted = _adapted(digits, "source-only"), _adapted(digits, name)
+    assert adapted["acc"] > base["acc"] + 0.02, (name, adapted["acc"], base["acc"])
+
+
+@pytest.mark.slow
+def test_each_alignment_shrinks_its_own_distance_on_held_out_mnist_m(digits) -> None:
+    """DAN lowers the MMD, CORAL the covariance gap, MCC the class confusion, on images none of them trained on."""
+    from transferkit.adaptation.losses import coral_loss, mcc_loss, mk_mmd
+
+    base = _adapted(digits, "source-only")
+    dan, coral = _adapted(digits, "dan"), _adapted(digits, "coral", {"trade_off": 50.0})
+    mcc = _adapted(digits, "mcc", {"trade_off": 0.1})
+    assert mk_mmd(dan["f_s"], dan["f_t"]) < 0.3 * mk_mmd(base["f_s"], base["f_t"])
+    assert coral_loss(coral["f_s"], coral["f_t"]) < 0.3 * coral_loss(base["f_s"], base["f_t"])
+    assert mcc_loss(mcc["z_t"]) < mcc_loss(base["z_t"]) - 0.01
