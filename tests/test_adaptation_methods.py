@@ -366,3 +366,16 @@ def test_each_alignment_shrinks_its_own_distance_on_held_out_mnist_m(digits) -> 
     assert mk_mmd(dan["f_s"], dan["f_t"]) < 0.3 * mk_mmd(base["f_s"], base["f_t"])
     assert coral_loss(coral["f_s"], coral["f_t"]) < 0.3 * coral_loss(base["f_s"], base["f_t"])
     assert mcc_loss(mcc["z_t"]) < mcc_loss(base["z_t"]) - 0.01
+
+
+@pytest.mark.slow
+def test_adversarial_methods_make_the_domains_harder_to_tell_apart(digits) -> None:
+    """DANN and CDAN's claim at this budget: held-out source and target features move closer (proxy A-distance)."""
+    from transferkit.adaptation.divergence import a_distance
+
+    base = _adapted(digits, "source-only")
+    d_base = a_distance(base["f_s"].numpy(), base["f_t"].numpy())
+    for name in ("dann", "cdan"):
+        run = _adapted(digits, name)
+        d = a_distance(run["f_s"].numpy(), run["f_t"].numpy())
+        assert d < d_base - 0.05, (name, d, d_base)
