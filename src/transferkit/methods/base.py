@@ -76,6 +76,7 @@ class Method(nn.Module):
     summary: ClassVar[str] = "fine-tune the backbone and a new head with cross-entropy"
     Params: ClassVar[type] = NoParams
     frozen_backbone: ClassVar[bool] = False  # True: the backbone never trains (predictions may use fast engines)
+    uses_target_labels: ClassVar[bool] = False  # True only for the target-oracle baseline: it gets labelled target data
 
     def __init__(self, params: Any | None = None) -> None:
         super().__init__()
