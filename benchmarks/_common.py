@@ -1,10 +1,11 @@
-"""Helpers shared by the benchmark scripts: a plain Markdown table printer and a wall-clock timer."""
+"""Helpers shared by the benchmark scripts: a Markdown table printer, a wall-clock timer and a timed method step."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 
 def table(headers: list[str], rows: list[list[object]]) -> str:
@@ -27,3 +28,66 @@ def timer() -> Iterator[list[float]]:
         yield out
     finally:
         out.append(time.perf_counter() - t0)
+
+
+class MethodStepper:
+    """One method with its own fresh model (seed 0) and optimizer, taking timed training steps on given batches.
+
+    A step is what the training loop does per batch: ``on_step_start``, the method's ``training_step`` (under bf16
+    autocast where the GPU has it), ``backward`` and the optimizer step; :meth:`step` returns its duration on
+    ``clock`` (``time.perf_counter`` for wall time, ``time.process_time`` for CPU time), synchronising CUDA first.
+    ``extra`` is passed to the method as ``FitContext.extra`` (e.g. ``{"target": unlabelled_target}``).
+    """
+
+    def __init__(self, method: str, *, backbone: str, image_size: int | None, batch_size: int, train: Any,
+                 device: Any, extra: dict[str, Any] | None = None, clock: Any = time.perf_counter) -> None:
+        import torch
+
+        from transferkit.backbones import build_backbone
+        from transferkit.config import ModelConfig, TrainConfig
+        from transferkit.data.loaders import make_loader
+        from transferkit.methods import create_method
+        from transferkit.methods.base import FitContext
+        from transferkit.model import TransferModel
+        from transferkit.train.schedules import build_optimizer
+
+        torch.manual_seed(0)
+        self.model = TransferModel(build_backbone(backbone), train.classes, image_size=image_size)
+        self.method = create_method(method, {})
+        cfg = TrainConfig(batch_size=batch_size, progress=False)
+        pre = self.model.preprocessing
+
+        def loader(ds, *, train, epoch=0, batch_size=None, drop_last=False, augment=None, weights=None):
+            return make_loader(ds, pre, image_size=self.model.image_size, train=train,
+                               augment=(augment or "none") if train else "none",
+                               batch_size=batch_size or cfg.batch_size, epoch=epoch, drop_last=drop_last,
+                               pin_memory=device.type == "cuda", weights=weights)
+
+        self.method.setup(FitContext(self.model, train, ModelConfig(backbone=backbone), cfg, loader,
+                                     extra=dict(extra or {}), device=device))
+        self.model.to(device)
+        self.method.to(device)
+        self.opt = build_optimizer(self.method.param_groups(self.model), cfg, fused=device.type == "cuda")
+        self.method.train_mode(self.model)
+        self.method.on_epoch_start(self.model, 0)
+        self.device = device
+        self.autocast = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        self.clock = clock
+        self.steps = 0
+
+    def step(self, batch: Any) -> float:
+        """One timed training step on ``batch`` (already on the device)."""
+        import torch
+
+        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+        sync()
+        t0 = self.clock()
+        self.method.on_step_start(self.steps, 1000)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            out = self.method.training_step(self.model, batch)
+        out.loss.backward()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        sync()
+        self.steps += 1
+        return self.clock() - t0

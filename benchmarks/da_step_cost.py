@@ -37,66 +37,22 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import table  # noqa: E402
+from _common import MethodStepper, table  # noqa: E402
 
-from transferkit.backbones import build_backbone  # noqa: E402
-from transferkit.config import DataConfig, ModelConfig, TrainConfig  # noqa: E402
+from transferkit.config import DataConfig  # noqa: E402
 from transferkit.data import load_data  # noqa: E402
 from transferkit.data.loaders import make_loader  # noqa: E402
-from transferkit.methods import create_method  # noqa: E402
-from transferkit.methods.base import FitContext  # noqa: E402
-from transferkit.model import TransferModel  # noqa: E402
 from transferkit.train.inference import to_device  # noqa: E402
-from transferkit.train.schedules import build_optimizer  # noqa: E402
 
 METHODS = ["source-only", "dann", "cdan", "cdan-e", "dan", "coral", "mcc", "self-training"]
 #: Images through the model per step, in units of the batch size.
 INPUTS = {"source-only": 1, "self-training": 3}
 
 
-class Runner:
-    """One method with its own model and optimizer, taking steps on a fixed source batch."""
-
-    def __init__(self, method: str, args: argparse.Namespace, train: Any, target: Any, device: torch.device) -> None:
-        torch.manual_seed(0)
-        backbone = build_backbone(args.backbone)
-        self.model = TransferModel(backbone, train.classes, image_size=args.image_size)
-        self.method = create_method(method, {})
-        cfg = TrainConfig(batch_size=args.batch_size, progress=False)
-        pre = self.model.preprocessing
-        pin = device.type == "cuda"
-
-        def loader(ds, *, train, epoch=0, batch_size=None, drop_last=False, augment=None):
-            return make_loader(ds, pre, image_size=self.model.image_size, train=train,
-                               augment=(augment or "none") if train else "none",
-                               batch_size=batch_size or args.batch_size, epoch=epoch, drop_last=drop_last,
-                               pin_memory=pin)
-
-        self.method.setup(FitContext(self.model, train, ModelConfig(backbone=args.backbone), cfg, loader,
-                                     extra={"target": target}, device=device))
-        self.model.to(device)
-        self.method.to(device)
-        self.opt = build_optimizer(self.method.param_groups(self.model), cfg, fused=device.type == "cuda")
-        self.method.train_mode(self.model)
-        self.method.on_epoch_start(self.model, 0)
-        self.device = device
-        self.autocast = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        self.clock = time.process_time if args.clock == "cpu" else time.perf_counter
-        self.steps = 0
-
-    def step(self, batch: Any) -> float:
-        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
-        sync()
-        t0 = self.clock()
-        self.method.on_step_start(self.steps, 1000)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            out = self.method.training_step(self.model, batch)
-        out.loss.backward()
-        self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
-        sync()
-        self.steps += 1
-        return self.clock() - t0
+def _stepper(method: str, args: argparse.Namespace, source: Any, target: Any, device: torch.device) -> MethodStepper:
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    return MethodStepper(method, backbone=args.backbone, image_size=args.image_size, batch_size=args.batch_size,
+                         train=source, device=device, extra={"target": target}, clock=clock)
 
 
 def main() -> None:
@@ -120,7 +76,7 @@ def main() -> None:
     target = load_data(DataConfig(name="mnist-m", train_size=n)).train.unlabelled()
     if "source-only" not in args.methods:
         args.methods = ["source-only", *args.methods]
-    runners = {m: Runner(m, args, source, target, device) for m in args.methods}
+    runners = {m: _stepper(m, args, source, target, device) for m in args.methods}
     first = runners["source-only"]
     src_loader = make_loader(source, first.model.preprocessing, image_size=first.model.image_size, train=False,
                              batch_size=3 * args.batch_size)
@@ -128,8 +84,8 @@ def main() -> None:
     b = args.batch_size
     batches = {k: (x[: k * b], y[: k * b]) for k in (1, 2, 3)}
     # the same-inputs baselines: source-only on one labelled batch of 2B and 3B images (own models, same seed)
-    baselines = {1: first, 2: Runner("source-only", args, source, target, device),
-                 3: Runner("source-only", args, source, target, device)}
+    baselines = {1: first, 2: _stepper("source-only", args, source, target, device),
+                 3: _stepper("source-only", args, source, target, device)}
     times: dict[str, list[float]] = {m: [] for m in runners}
     base_times: dict[int, list[float]] = {k: [] for k in baselines}
     for r in range(args.warmup + args.repeats):

@@ -16,63 +16,20 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import table  # noqa: E402
+from _common import MethodStepper, table  # noqa: E402
 
 from transferkit.backbones import build_backbone  # noqa: E402
-from transferkit.config import DataConfig, ModelConfig, TrainConfig  # noqa: E402
+from transferkit.config import DataConfig  # noqa: E402
 from transferkit.data import load_data  # noqa: E402
 from transferkit.data.loaders import make_loader  # noqa: E402
-from transferkit.methods import create_method  # noqa: E402
-from transferkit.methods.base import FitContext  # noqa: E402
-from transferkit.model import TransferModel  # noqa: E402
 from transferkit.train.inference import to_device  # noqa: E402
-from transferkit.train.schedules import build_optimizer  # noqa: E402
 
 METHODS = ["finetune", "l2-sp", "delta", "bss", "lwf"]
-
-
-class Runner:
-    """One method with its own model and optimizer, ready to take steps on a fixed batch."""
-
-    def __init__(self, method: str, args: argparse.Namespace, train: Any, device: torch.device) -> None:
-        torch.manual_seed(0)
-        backbone = build_backbone(args.backbone)
-        self.model = TransferModel(backbone, train.classes, image_size=args.image_size)
-        self.method = create_method(method, {})
-        cfg = TrainConfig(batch_size=args.batch_size, progress=False)
-        pre = self.model.preprocessing
-
-        def loader(ds, *, train, epoch=0, batch_size=None, drop_last=False):
-            return make_loader(ds, pre, image_size=self.model.image_size, train=False,
-                               batch_size=batch_size or args.batch_size)
-
-        self.method.setup(FitContext(self.model, train, ModelConfig(backbone=args.backbone), cfg, loader,
-                                     device=device))
-        self.model.to(device)
-        self.method.to(device)
-        self.opt = build_optimizer(self.method.param_groups(self.model), cfg, fused=device.type == "cuda")
-        self.method.train_mode(self.model)
-        self.device = device
-        self.autocast = device.type == "cuda" and torch.cuda.is_bf16_supported()
-
-    def step(self, batch: Any) -> float:
-        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
-        sync()
-        t0 = time.perf_counter()
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            out = self.method.training_step(self.model, batch)
-        out.loss.backward()
-        self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
-        sync()
-        return time.perf_counter() - t0
 
 
 def main() -> None:
@@ -91,9 +48,10 @@ def main() -> None:
     name = "rotten-tomatoes" if modality == "text" else "animal-mnist"
     train = load_data(DataConfig(name=name, train_size=max(args.batch_size, 64))).train
     runners = {}
-    for m in args.methods:
+    for m in ["finetune", *[m for m in args.methods if m != "finetune"]]:  # the baseline is always measured
         try:
-            runners[m] = Runner(m, args, train, device)
+            runners[m] = MethodStepper(m, backbone=args.backbone, image_size=args.image_size,
+                                       batch_size=args.batch_size, train=train, device=device)
         except Exception as e:  # noqa: BLE001 - e.g. lwf on a backbone without a source head: skip that row
             print(f"{m}: skipped ({type(e).__name__}: {e})", file=sys.stderr)
     first = next(iter(runners.values()))
