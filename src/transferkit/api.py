@@ -134,7 +134,7 @@ class TransferClassifier:
         ctx = FitContext(model, train_ds, model_cfg, train_cfg, make_loader=None, extra=extra_ds,
                          options={"checkpoint_dir": ckpt, "resume": resume})
         custom_kwargs = dict(fit_kwargs)
-        if getattr(method_cls, "uses_target_labels", False):
+        if method_cls.uses_target_labels:
             custom_kwargs.pop("sample_weights", None)  # the oracle trains on the target, not on the weighted source
         result = method.custom_fit(ctx, val_ds, **custom_kwargs)
         if result is None:
@@ -175,7 +175,7 @@ class TransferClassifier:
 
         t_train = target.train
         extra_ds["target"] = t_train.unlabelled()
-        if getattr(method_cls, "uses_target_labels", False):
+        if method_cls.uses_target_labels:
             if not t_train.is_labelled:
                 raise DataError(f"Method '{method_cls.name}' trains on the labelled target but the target has no "
                                 "labels; give labelled target data.")
@@ -211,7 +211,7 @@ class TransferClassifier:
             assert labelled is not None and selection.target_weights is not None
             train_ds = _concat(train_ds, labelled)
             kwargs["sample_weights"] = np.concatenate([selection.weights, selection.target_weights])
-        if "sample_weights" in kwargs and getattr(method_cls, "frozen_backbone", False):
+        if "sample_weights" in kwargs and method_cls.frozen_backbone:
             warnings.warn(f"Method '{method_cls.name}' fits its head on cached features and takes no sample weights; "
                           "use train.source_selection: keep with it.", stacklevel=3)
         self.selection_ = selection if cfg.source_selection != "none" else None
@@ -335,11 +335,11 @@ def _check_adaptation_settings(cfg: TrainConfig, target: Splits | None, val: Dat
         if cfg.target_labels_per_class > 0:
             raise ConfigError("train.target_labels_per_class needs target data; give a `target:` section in the "
                               "config or fit(..., target=...).")
-        if getattr(method_cls, "uses_target_labels", False):
+        if method_cls.uses_target_labels:
             raise ConfigError(f"Method '{method_cls.name}' trains on labelled target data; give a labelled `target:` "
                               "section in the config or fit(..., target=...).")
         return
-    if cfg.monitor in TARGET_MONITORS and getattr(method_cls, "frozen_backbone", False):
+    if cfg.monitor in TARGET_MONITORS and method_cls.frozen_backbone:
         raise ConfigError(f"Method '{method_cls.name}' fits its head on cached features and chooses it on the source "
                           f"validation split, so it cannot monitor '{cfg.monitor}'; use a val_* monitor with it.")
     if cfg.monitor in ("iw_val_accuracy", "iw_val_loss", "dev_val_loss") and (val is None or not len(val)):
