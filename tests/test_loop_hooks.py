@@ -87,3 +87,15 @@ def test_strong_view_differs_from_weak_view_of_the_same_image():
     strong = image_transform(pre, 32, train=True, augment="strong")(img)
     assert weak.shape == strong.shape == (3, 32, 32)
     assert (weak - strong).abs().mean() > 0.1
+
+
+def test_sharded_sampler_splits_the_epoch_into_equal_interleaved_shares() -> None:
+    whole = [i for _, i in EpochBatchSampler(10, 2, True, seed=1, epoch=3, drop_last=False)]  # 5 batches
+    shards = [list(EpochBatchSampler(10, 2, True, seed=1, epoch=3, drop_last=False, shard=(r, 2))) for r in range(2)]
+    assert [len(s) for s in shards] == [3, 3]  # equal counts, so no process waits for a missing step
+    assert [i.tolist() for _, i in shards[0]] == [whole[0].tolist(), whole[2].tolist(), whole[4].tolist()]
+    assert [i.tolist() for _, i in shards[1]] == [whole[1].tolist(), whole[3].tolist(), whole[0].tolist()]  # wraps
+    seen = torch.cat([i for s in shards for _, i in s[:2]] + [shards[0][2][1]])
+    assert sorted(seen.tolist()) == list(range(10))  # every example once before the padding
+    with pytest.raises(ValueError):
+        EpochBatchSampler(10, 2, True, 0, 0, False, shard=(2, 2))

@@ -132,6 +132,8 @@ def _fit(args: argparse.Namespace) -> int:
     if cfg.data.name is None and cfg.data.path is None:
         cfg = apply_overrides(cfg, ["data.name=animal-mnist"])
     result = run_fit(cfg, resume=args.resume)
+    if not result.metrics:
+        return 0  # a non-zero rank of a multi-process launch: rank 0 reports
     from .evaluate import format_metrics_table
 
     print(format_metrics_table(result.metrics))

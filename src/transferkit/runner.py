@@ -7,10 +7,15 @@ source test split, else val), ``learning_curves.png``, ``model.safetensors`` + `
 (enough to rebuild the model with no training config) and ``summary.json`` (timings, parameter counts, method, and
 with ``train.source_selection`` the selection's diagnostics). With a target, the history also holds the label-free
 validators of every epoch (see :mod:`transferkit.adaptation.validators`).
+
+Launched in several processes (``accelerate launch -m transferkit fit ...`` or ``torchrun``), every process trains
+(the gradient exchange needs them all) but only rank 0 logs, evaluates and writes the run folder; the others return
+an empty :class:`RunResult` for the same folder.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -29,8 +34,14 @@ class RunResult:
     summary: dict[str, Any]
 
 
+def is_main_process() -> bool:
+    """True unless this is a non-zero rank of a multi-process launch (torchrun / accelerate set ``RANK``)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    if is_main_process():
+        print(msg, file=sys.stderr, flush=True)
 
 
 def run_fit(cfg: RunConfig, *, resume: bool = False) -> RunResult:
@@ -56,7 +67,8 @@ def run_fit(cfg: RunConfig, *, resume: bool = False) -> RunResult:
     folder = RunFolder(cfg.out, overwrite=cfg.overwrite, resume=resume)
     params = {**dataclasses.asdict(cfg.model), **dataclasses.asdict(cfg.train)}
     est = TransferClassifier(**params)
-    work = folder.start(cfg.to_dict())
+    main = is_main_process()
+    work = folder.start(cfg.to_dict()) if main else folder.partial
     from .methods import get_method_class
 
     if get_method_class(cfg.model.method).frozen_backbone:
@@ -66,6 +78,8 @@ def run_fit(cfg: RunConfig, *, resume: bool = False) -> RunResult:
             + (" (resuming)" if resume else ""))
     est.fit(splits, target=target, checkpoint_dir=folder.checkpoint_dir, resume=resume)
     t_train = time.perf_counter() - t0
+    if not main:
+        return RunResult(folder.out, {}, {})
 
     metrics: dict[str, dict[str, Any]] = {}
     for name, ds in (("val", splits.val), ("test", splits.test)):

@@ -61,10 +61,15 @@ class EpochBatchSampler:
     With ``weights`` (one non-negative number per example, shuffling on), an epoch is ``n`` draws *with replacement*
     with probability proportional to the weights (importance-weighted source training, source-sample selection):
     in expectation every example counts ``weight / mean(weight)`` times, whatever loss the method uses.
+
+    With ``shard=(rank, world)`` (training in several processes) every process computes the same epoch order and
+    takes batches ``rank, rank + world, ...``; all processes get the same number of batches (the last ones wrap around
+    to the epoch's first batches, as torch's DistributedSampler pads), so none waits for a gradient exchange the
+    others never start.
     """
 
     def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int, epoch: int, drop_last: bool,
-                 weights: np.ndarray | None = None) -> None:
+                 weights: np.ndarray | None = None, shard: tuple[int, int] | None = None) -> None:
         if batch_size <= 0:
             raise ConfigError(f"batch_size must be a positive number, not {batch_size}.")
         self.weights: torch.Tensor | None = None
@@ -79,6 +84,10 @@ class EpochBatchSampler:
         self.seed = seed
         self.epoch = epoch
         self.drop_last = drop_last
+        rank, world = shard or (0, 1)
+        if world < 1 or not 0 <= rank < world:
+            raise ValueError(f"shard must be (rank, world) with 0 <= rank < world, not {shard}")
+        self.rank, self.world = rank, world
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next iteration produce the order of ``epoch``."""
@@ -96,13 +105,20 @@ class EpochBatchSampler:
 
     def __iter__(self) -> Iterator[tuple[int, torch.Tensor]]:
         order = self.order()
-        for b in range(len(self)):
+        total = self._batches()
+        for i in range(len(self)):
+            b = (self.rank + i * self.world) % max(1, total)
             yield _mix(self.seed, self.epoch, b, 0xA116), order[b * self.batch_size : (b + 1) * self.batch_size]
 
-    def __len__(self) -> int:
+    def _batches(self) -> int:
+        """Batches in the whole epoch, over all shards."""
         if self.drop_last:
             return self.n // self.batch_size
         return (self.n + self.batch_size - 1) // self.batch_size
+
+    def __len__(self) -> int:
+        total = self._batches()
+        return total if self.world == 1 or total == 0 else -(-total // self.world)
 
 
 def _labels_tensor(ds: Dataset) -> torch.Tensor:
@@ -350,6 +366,7 @@ def make_loader(
     drop_last: bool = False,
     pin_memory: bool = False,
     weights: np.ndarray | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> TransferkitLoader:
     """A ``DataLoader`` of ``(inputs, labels)`` batches for ``ds``, prepared as the backbone's ``pre`` says.
 
@@ -367,6 +384,7 @@ def make_loader(
         pin_memory: pin batches in page-locked memory (speeds up copies to a GPU).
         weights: with ``train``, sample each epoch's ``len(ds)`` examples with replacement in proportion to these
             per-example weights (see :class:`EpochBatchSampler`).
+        shard: ``(rank, world)``: this process's share of the batches when training in several processes.
 
     Raises:
         ConfigError: unknown augmentation preset, or no image size known for an image data set.
@@ -375,7 +393,8 @@ def make_loader(
     """
     check_preset(augment)
     shuffle = bool(train)
-    sampler = EpochBatchSampler(len(ds), batch_size, shuffle, seed, epoch, drop_last, weights if train else None)
+    sampler = EpochBatchSampler(len(ds), batch_size, shuffle, seed, epoch, drop_last, weights if train else None,
+                                shard=shard)
     collate: Any = _identity
     if ds.modality == "image":
         size = _resolve_size(pre, image_size)

@@ -13,6 +13,17 @@ Reproducibility and resume: all RNGs are reseeded at each epoch start from ``(se
 (model, method, optimizer, scheduler, history, early-stopping state, best weights) is written atomically at the end
 of every epoch. A run killed at any point and resumed repeats the interrupted epoch exactly, so it ends with the
 same metrics as an uninterrupted run with the same seed.
+
+Several processes (``accelerate launch`` / ``torchrun``, one per GPU, or several CPU processes on gloo): the model and
+the method are wrapped together as one module (:class:`_Step`) whose forward is the method's training step, and
+Accelerate puts that in DistributedDataParallel. DDP then sees one forward per step that covers every trainable
+parameter, the method's own included (a domain discriminator, LwF's source-head copy), however many times the method
+calls the network inside the step, so all their gradients are averaged across processes. ``find_unused_parameters``
+is on because freezing schedules and methods leave some parameters without a gradient in some steps; buffers are not
+broadcast every step (L2-SP keeps the source weights as buffers), so batch-norm running statistics are each process's
+own and rank 0's are the ones kept. Each process reads its own share of every training loader (the labelled batches
+and any a method draws, such as target batches; see ``EpochBatchSampler``'s ``shard``); only rank 0 writes the
+checkpoint.
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +44,7 @@ from ..data.base import Dataset
 from ..errors import RunError
 from ..evaluate.metrics import classification_metrics
 from ..io import write_with
-from ..methods.base import FitContext, Method
+from ..methods.base import FitContext, Method, StepOutput
 from ..model import TransferModel
 from .inference import predict_logits, softmax, to_device
 from .schedules import build_optimizer, build_scheduler
@@ -59,6 +71,7 @@ def make_accelerator(cfg: TrainConfig) -> Any:
     """An Accelerator for this run's device and precision (the singleton state is reset between runs)."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
+    from accelerate.utils import DistributedDataParallelKwargs
 
     use_cuda = torch.cuda.is_available() and cfg.device != "cpu"
     if cfg.device == "cuda" and not torch.cuda.is_available():
@@ -69,7 +82,8 @@ def make_accelerator(cfg: TrainConfig) -> Any:
     if not use_cuda and mp == "fp16":
         mp = "no"  # fp16 autocast has no CPU kernels worth using
     AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(cpu=not use_cuda, mixed_precision=mp)
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True, broadcast_buffers=False)
+    return Accelerator(cpu=not use_cuda, mixed_precision=mp, kwargs_handlers=[ddp])
 
 
 def fit(
@@ -98,6 +112,7 @@ def fit(
     accelerator = make_accelerator(cfg)
     device = accelerator.device
     pre = model.preprocessing
+    shard = (accelerator.process_index, accelerator.num_processes) if accelerator.num_processes > 1 else None
 
     def loader(ds: Dataset, *, train: bool, epoch: int = 0, batch_size: int | None = None, drop_last: bool = False,
                augment: str | None = None, weights: Any = None):
@@ -105,16 +120,14 @@ def fit(
             ds, pre, image_size=model.image_size, train=train,
             augment=(augment or cfg.augment) if train else "none", batch_size=batch_size or cfg.batch_size,
             seed=cfg.seed, epoch=epoch, num_workers=cfg.num_workers, drop_last=drop_last,
-            pin_memory=device.type == "cuda", weights=weights,
+            pin_memory=device.type == "cuda", weights=weights, shard=shard if train else None,
         )
 
     scorers = dict(scorers or {})
     if sample_weights is not None and len(sample_weights) != len(train):
         raise RunError(f"{len(sample_weights)} sample weights for {len(train)} training examples; give one each.")
 
-    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
-    if accelerator.num_processes > 1:
-        steps_per_epoch = math.ceil(steps_per_epoch / accelerator.num_processes)
+    steps_per_epoch = math.ceil(math.ceil(len(train) / cfg.batch_size) / accelerator.num_processes)
     ctx = FitContext(model, train, model_cfg, cfg, loader, dict(extra or {}), device, steps_per_epoch)
     method.setup(ctx)
     model.to(device)
@@ -122,15 +135,15 @@ def fit(
     optimizer = build_optimizer(method.param_groups(model), cfg, fused=device.type == "cuda")
     total_steps = steps_per_epoch * cfg.epochs
     scheduler, sched_when = build_scheduler(optimizer, cfg, total_steps)
-    model, method_mod, optimizer = _prepare(accelerator, model, method, optimizer)
+    model, step, optimizer = _prepare(accelerator, model, method, optimizer)
 
     history: list[dict[str, Any]] = []
     start_epoch, best_value, best_epoch, bad_epochs = 0, -math.inf, -1, 0
-    best_state = _cpu_state(_unwrap(accelerator, model))
+    best_state = _cpu_state(model)
     ckpt_path = checkpoint_dir / CHECKPOINT if checkpoint_dir is not None else None
     if resume and ckpt_path is not None and ckpt_path.is_file():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        _unwrap(accelerator, model).load_state_dict(state["model"])
+        model.load_state_dict(state["model"])
         method.load_state_dict(state["method"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -143,21 +156,19 @@ def fit(
     t0 = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
         seed_everything(epoch_seed(cfg.seed, epoch))
-        method.on_epoch_start(_unwrap(accelerator, model), epoch)
-        method.train_mode(_unwrap(accelerator, model))
+        method.on_epoch_start(model, epoch)
+        method.train_mode(model)
         train_loader = loader(train, train=True, epoch=epoch, weights=sample_weights)
-        if accelerator.num_processes > 1:
-            train_loader = accelerator.prepare_data_loader(train_loader)
-        row = _train_epoch(accelerator, model, method, optimizer, scheduler, sched_when, train_loader, cfg,
+        row = _train_epoch(accelerator, model, method, step, optimizer, scheduler, sched_when, train_loader, cfg,
                            epoch, steps_per_epoch, total_steps)
         row["lr"] = max(g["lr"] for g in optimizer.param_groups)
         if val is not None and len(val):
-            logits = predict_logits(_unwrap(accelerator, model), val, batch_size=max(cfg.batch_size, 128),
+            logits = predict_logits(model, val, batch_size=max(cfg.batch_size, 128),
                                     loader=lambda ds: loader(ds, train=False, batch_size=max(cfg.batch_size, 128)))
             m = classification_metrics(val.labels, softmax(logits), val.classes, top_k=())
             row.update(val_loss=m["loss"], val_accuracy=m["accuracy"], val_macro_f1=m["macro_f1"])
         if scorers:
-            row.update(_run_scorers(_unwrap(accelerator, model), scorers))
+            row.update(_run_scorers(model, scorers))
         monitored = cfg.monitor in row
         value = sign * float(row[cfg.monitor]) if monitored else float(epoch)  # nothing to monitor: keep the last
         if sched_when == "epoch":
@@ -165,14 +176,14 @@ def fit(
         history.append(row)
         if value > best_value + 1e-12:
             best_value, best_epoch, bad_epochs = value, epoch, 0
-            best_state = _cpu_state(_unwrap(accelerator, model))
+            best_state = _cpu_state(model)
         else:
             bad_epochs += 1
         if on_epoch_end is not None:
             on_epoch_end(row)
         if ckpt_path is not None and accelerator.is_main_process:
             _save_checkpoint(ckpt_path, {
-                "model": _cpu_state(_unwrap(accelerator, model)), "method": _cpu_dict(method.state_dict()),
+                "model": _cpu_state(model), "method": _cpu_dict(method.state_dict()),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "history": history,
                 "epoch": epoch + 1, "best_value": best_value, "best_epoch": best_epoch, "bad": bad_epochs,
                 "best_state": best_state,
@@ -184,7 +195,7 @@ def fit(
     # Drop Accelerate's wrappers, the mixed-precision autocast on forward included: the returned model computes in
     # float32 like one rebuilt by load_model, so predictions before and after save/load agree.
     base = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
-    del method_mod
+    del step
     return FitResult(
         history=history, best_epoch=best_epoch + 1, best_state=best_state, stopped_early=stopped_early,
         seconds=time.perf_counter() - t0,
@@ -201,23 +212,26 @@ def _run_scorers(model: TransferModel, scorers: dict[str, Callable[[TransferMode
     return out
 
 
-def _train_epoch(accelerator, model, method, optimizer, scheduler, sched_when, train_loader, cfg, epoch,
+def _train_epoch(accelerator, model, method, step, optimizer, scheduler, sched_when, train_loader, cfg, epoch,
                  steps_per_epoch, total_steps) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
-    base = _unwrap(accelerator, model)
     device = accelerator.device
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
     params = [p for g in optimizer.param_groups for p in g["params"]]
     bar = tqdm(train_loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-               disable=not cfg.progress, mininterval=1.0, dynamic_ncols=True)
+               disable=not cfg.progress or not accelerator.is_main_process, mininterval=1.0, dynamic_ncols=True)
     for i, batch in enumerate(bar):
         x, y = to_device(batch, device)
         method.on_step_start(epoch * steps_per_epoch + i, total_steps)
         with accelerator.autocast():
-            out = method.training_step(base if accelerator.num_processes == 1 else model, (x, y))
+            if step is None:
+                out = method.training_step(model, (x, y))
+            else:
+                loss, logits = step(x, y)
+                out = StepOutput(loss, logits)
         accelerator.backward(out.loss)
         if cfg.grad_clip:
             accelerator.clip_grad_norm_(params, cfg.grad_clip)
@@ -237,17 +251,32 @@ def _train_epoch(accelerator, model, method, optimizer, scheduler, sched_when, t
             "train_accuracy": correct.item() / max(1, seen)}
 
 
+class _Step(torch.nn.Module):
+    """The model and the method as one module whose forward is a training step (for DDP; see the module docstring)."""
+
+    def __init__(self, model: TransferModel, method: Method) -> None:
+        super().__init__()
+        self.model = model
+        self.method = method
+
+    def forward(self, x: Any, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        out = self.method.training_step(self.model, (x, y))
+        return out.loss, out.logits
+
+
 def _prepare(accelerator, model, method, optimizer):
-    if any(p.requires_grad for p in method.parameters()) and accelerator.num_processes > 1:
-        model, method, optimizer = accelerator.prepare(model, method, optimizer)
-    else:
-        model, optimizer = accelerator.prepare(model, optimizer)
-        method.to(accelerator.device)
-    return model, method, optimizer
-
-
-def _unwrap(accelerator, model) -> TransferModel:
-    return accelerator.unwrap_model(model) if accelerator.num_processes > 1 else model
+    """``(model, step, optimizer)``: one process trains the model directly (``step`` None); several train a
+    DDP-wrapped :class:`_Step` of model and method, and ``model`` stays the plain module the method sees."""
+    if accelerator.num_processes > 1:
+        with warnings.catch_warnings():
+            # torch >= 2.12 prefers DDP's forward_sync_buffers, which Accelerate's DDP kwargs cannot pass yet;
+            # broadcast_buffers=False still does what the module docstring says.
+            warnings.filterwarnings("ignore", message=".*broadcast_buffers.*deprecated")
+            step, optimizer = accelerator.prepare(_Step(model, method), optimizer)
+        return model, step, optimizer
+    model, optimizer = accelerator.prepare(model, optimizer)
+    method.to(accelerator.device)
+    return model, None, optimizer
 
 
 def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
