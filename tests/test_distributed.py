@@ -1,7 +1,8 @@
 """Training in several processes: two CPU processes on gloo, launched by torchrun, as several GPUs would be.
 
 - The gradient exchange is exact: two processes with batch 20 each end with the weights of one process with batch 40
-  (the shards of an epoch's order are the halves of the one-process batches, and DDP averages their gradients).
+  (the shards of an epoch's order are the halves of the one-process batches, and DDP averages their gradients),
+  also when a freezing schedule unfreezes the backbone after the first epoch.
 - A method's own trainable parameters (DANN's domain discriminator) are averaged too: both ranks end identical,
   although each read different source and target batches.
 - ``torchrun -m transferkit fit`` writes one complete run folder (rank 0) and every rank exits 0.
@@ -39,12 +40,13 @@ def _ranks(stdout: str) -> dict[int, dict]:
     return {r["rank"]: r for r in rows}
 
 
-def test_two_processes_equal_one_process_with_the_joint_batch(tmp_path: Path) -> None:
+@pytest.mark.parametrize("method", ["finetune", "freeze-unfreeze"])  # the second unfreezes the backbone in epoch 2
+def test_two_processes_equal_one_process_with_the_joint_batch(tmp_path: Path, method: str) -> None:
     from safetensors.torch import load_file
 
     two, one = tmp_path / "two.safetensors", tmp_path / "one.safetensors"
-    ranks = _ranks(_torchrun(str(WORKER), "finetune", "20", str(two)).stdout)
-    single = subprocess.run([sys.executable, str(WORKER), "finetune", "40", str(one)], capture_output=True, text=True,
+    ranks = _ranks(_torchrun(str(WORKER), method, "20", str(two)).stdout)
+    single = subprocess.run([sys.executable, str(WORKER), method, "40", str(one)], capture_output=True, text=True,
                             env=_env(), timeout=300)
     assert single.returncode == 0, single.stderr[-3000:]
     assert set(ranks) == {0, 1} and ranks[0]["world"] == 2

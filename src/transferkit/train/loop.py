@@ -135,7 +135,7 @@ def fit(
     optimizer = build_optimizer(method.param_groups(model), cfg, fused=device.type == "cuda")
     total_steps = steps_per_epoch * cfg.epochs
     scheduler, sched_when = build_scheduler(optimizer, cfg, total_steps)
-    model, step, optimizer = _prepare(accelerator, model, method, optimizer)
+    model, step, optimizer = _prepare(accelerator, model, method, optimizer, cfg.epochs)
 
     history: list[dict[str, Any]] = []
     start_epoch, best_value, best_epoch, bad_epochs = 0, -math.inf, -1, 0
@@ -264,15 +264,28 @@ class _Step(torch.nn.Module):
         return out.loss, out.logits
 
 
-def _prepare(accelerator, model, method, optimizer):
+def _trainable_in(model: TransferModel, method: Method, epoch: int) -> list[torch.nn.Parameter]:
+    """The model's parameters that train in ``epoch`` (applies that epoch's freezing; the caller restores it)."""
+    method.apply_freezing(model, epoch)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def _prepare(accelerator, model, method, optimizer, epochs: int):
     """``(model, step, optimizer)``: one process trains the model directly (``step`` None); several train a
     DDP-wrapped :class:`_Step` of model and method, and ``model`` stays the plain module the method sees."""
     if accelerator.num_processes > 1:
+        # DDP synchronises only the parameters that require a gradient when it is built, so build it with every
+        # parameter that trains in any epoch (freeze-unfreeze and freeze_blocks schedules unfreeze later), then go
+        # back to the first epoch's freezing (setup's state); unused ones are handled by find_unused_parameters.
+        ever = [p for e in range(epochs) for p in _trainable_in(model, method, e)]
+        for q in ever:
+            q.requires_grad_(True)
         with warnings.catch_warnings():
             # torch >= 2.12 prefers DDP's forward_sync_buffers, which Accelerate's DDP kwargs cannot pass yet;
             # broadcast_buffers=False still does what the module docstring says.
             warnings.filterwarnings("ignore", message=".*broadcast_buffers.*deprecated")
             step, optimizer = accelerator.prepare(_Step(model, method), optimizer)
+        method.apply_freezing(model, 0)
         return model, step, optimizer
     model, optimizer = accelerator.prepare(model, optimizer)
     method.to(accelerator.device)
