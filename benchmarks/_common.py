@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmark scripts: a Markdown table printer, a wall-clock timer and a timed method step."""
+"""Helpers shared by the benchmark scripts: a Markdown table printer, a wall-clock timer, the ``--device`` choice and
+a timed method step."""
 
 from __future__ import annotations
 
@@ -17,6 +18,14 @@ def table(headers: list[str], rows: list[list[object]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def pick_device(choice: str) -> Any:
+    """The torch device for a ``--device auto|cpu|cuda`` flag (auto: CUDA when there is one)."""
+    import torch
+
+    use_cuda = choice == "cuda" or (choice == "auto" and torch.cuda.is_available())
+    return torch.device("cuda" if use_cuda else "cpu")
 
 
 @contextmanager

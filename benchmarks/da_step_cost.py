@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import MethodStepper, table  # noqa: E402
+from _common import MethodStepper, pick_device, table  # noqa: E402
 
 from transferkit.config import DataConfig  # noqa: E402
 from transferkit.data import load_data  # noqa: E402
@@ -69,8 +69,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-                          else "cpu")
+    device = pick_device(args.device)
     n = max(4 * args.batch_size, 256)
     source = load_data(DataConfig(name="mnist", train_size=n)).train
     target = load_data(DataConfig(name="mnist-m", train_size=n)).train.unlabelled()

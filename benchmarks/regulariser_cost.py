@@ -18,10 +18,8 @@ import statistics
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import MethodStepper, table  # noqa: E402
+from _common import MethodStepper, pick_device, table  # noqa: E402
 
 from transferkit.backbones import build_backbone  # noqa: E402
 from transferkit.config import DataConfig  # noqa: E402
@@ -42,8 +40,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     args = ap.parse_args()
-    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-                          else "cpu")
+    device = pick_device(args.device)
     modality = build_backbone(args.backbone, pretrained=False).preprocessing.modality
     name = "rotten-tomatoes" if modality == "text" else "animal-mnist"
     train = load_data(DataConfig(name=name, train_size=max(args.batch_size, 64))).train

@@ -8,9 +8,9 @@ source test split, else val), ``learning_curves.png``, ``model.safetensors`` + `
 with ``train.source_selection`` the selection's diagnostics). With a target, the history also holds the label-free
 validators of every epoch (see :mod:`transferkit.adaptation.validators`).
 
-Launched in several processes (``accelerate launch -m transferkit fit ...`` or ``torchrun``), every process trains
-(the gradient exchange needs them all) but only rank 0 logs, evaluates and writes the run folder; the others return
-an empty :class:`RunResult` for the same folder.
+Launched in several processes (``torchrun ... -m transferkit fit``, or any launcher that sets ``RANK``), every
+process trains (the gradient exchange needs them all) but only rank 0 logs, evaluates and writes the run folder; the
+others return an empty :class:`RunResult` for the same folder.
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ from ..data.base import Dataset
 from ..errors import RunError
 from ..evaluate.metrics import classification_metrics
 from ..io import write_with
-from ..methods.base import FitContext, Method, StepOutput
+from ..methods.base import FitContext, Method
 from ..model import TransferModel
 from .inference import predict_logits, softmax, to_device
 from .schedules import build_optimizer, build_scheduler
@@ -227,12 +227,8 @@ def _train_epoch(accelerator, model, method, step, optimizer, scheduler, sched_w
         x, y = to_device(batch, device)
         method.on_step_start(epoch * steps_per_epoch + i, total_steps)
         with accelerator.autocast():
-            if step is None:
-                out = method.training_step(model, (x, y))
-            else:
-                loss, logits = step(x, y)
-                out = StepOutput(loss, logits)
-        accelerator.backward(out.loss)
+            loss, logits = step(x, y)
+        accelerator.backward(loss)
         if cfg.grad_clip:
             accelerator.clip_grad_norm_(params, cfg.grad_clip)
         optimizer.step()
@@ -240,9 +236,9 @@ def _train_epoch(accelerator, model, method, step, optimizer, scheduler, sched_w
             scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         n = int(y.shape[0])
-        loss_sum += out.loss.detach().float() * n
-        if out.logits is not None and y.ndim == 1:
-            correct += (out.logits.detach().argmax(1) == y).sum()
+        loss_sum += loss.detach().float() * n
+        if logits is not None and y.ndim == 1:
+            correct += (logits.detach().argmax(1) == y).sum()
         seen += n
         if bar.disable is False and i % 20 == 0:
             bar.set_postfix(loss=f"{loss_sum.item() / max(1, seen):.4f}")
@@ -271,8 +267,8 @@ def _trainable_in(model: TransferModel, method: Method, epoch: int) -> list[torc
 
 
 def _prepare(accelerator, model, method, optimizer, epochs: int):
-    """``(model, step, optimizer)``: one process trains the model directly (``step`` None); several train a
-    DDP-wrapped :class:`_Step` of model and method, and ``model`` stays the plain module the method sees."""
+    """``(model, step, optimizer)``: ``step(x, y)`` is the training step; with several processes it is a DDP-wrapped
+    :class:`_Step` and ``model`` stays the plain module the method sees."""
     if accelerator.num_processes > 1:
         # DDP synchronises only the parameters that require a gradient when it is built, so build it with every
         # parameter that trains in any epoch (freeze-unfreeze and freeze_blocks schedules unfreeze later), then go
@@ -289,7 +285,7 @@ def _prepare(accelerator, model, method, optimizer, epochs: int):
         return model, step, optimizer
     model, optimizer = accelerator.prepare(model, optimizer)
     method.to(accelerator.device)
-    return model, None, optimizer
+    return model, _Step(model, method), optimizer
 
 
 def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
