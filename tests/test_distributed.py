@@ -35,8 +35,9 @@ def _torchrun(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[s
     return out
 
 
-def _ranks(stdout: str) -> dict[int, dict]:
-    rows = [json.loads(line) for line in stdout.splitlines() if line.startswith('{"rank"')]
+def _ranks(out: Path) -> dict[int, dict]:
+    """The per-rank reports the worker wrote beside OUT (one file per rank: the ranks share one stdout pipe)."""
+    rows = [json.loads(p.read_text()) for p in sorted(out.parent.glob(f"{out.name}.rank*.json"))]
     return {r["rank"]: r for r in rows}
 
 
@@ -45,7 +46,8 @@ def test_two_processes_equal_one_process_with_the_joint_batch(tmp_path: Path, me
     from safetensors.torch import load_file
 
     two, one = tmp_path / "two.safetensors", tmp_path / "one.safetensors"
-    ranks = _ranks(_torchrun(str(WORKER), method, "20", str(two)).stdout)
+    _torchrun(str(WORKER), method, "20", str(two))
+    ranks = _ranks(two)
     single = subprocess.run([sys.executable, str(WORKER), method, "40", str(one)], capture_output=True, text=True,
                             env=_env(), timeout=300)
     assert single.returncode == 0, single.stderr[-3000:]
@@ -59,7 +61,9 @@ def test_two_processes_equal_one_process_with_the_joint_batch(tmp_path: Path, me
 
 
 def test_method_parameters_are_averaged_across_processes(tmp_path: Path) -> None:
-    ranks = _ranks(_torchrun(str(WORKER), "dann", "20", str(tmp_path / "dann.safetensors")).stdout)
+    out = tmp_path / "dann.safetensors"
+    _torchrun(str(WORKER), "dann", "20", str(out))
+    ranks = _ranks(out)
     assert set(ranks) == {0, 1}
     assert ranks[0]["method_params"] > 0  # the domain discriminator trains
     assert ranks[0]["model"] == ranks[1]["model"]

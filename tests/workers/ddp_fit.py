@@ -1,9 +1,10 @@
 """One process of a multi-process training run (launched by tests/test_distributed.py through torchrun).
 
 Usage: ``ddp_fit.py METHOD BATCH_SIZE OUT.safetensors``. Trains METHOD for two epochs on skada's covariate-shift pair
-with a small MLP (seeded), prints one JSON line (this rank, hashes of the model's and the method's trained state:
-equal on every rank only if the gradients of both were averaged across processes) and, on rank 0, saves both states
-to OUT so a test can compare them with a one-process run.
+with a small MLP (seeded), writes one JSON file ``OUT.rank<N>.json`` (this rank, hashes of the model's and the method's
+trained state: equal on every rank only if the gradients of both were averaged across processes) and, on rank 0, saves
+both states to OUT so a test can compare them with a one-process run. A file per rank rather than a line on stdout:
+torchrun's ranks share one pipe, and two lines written at once can interleave into one.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import hashlib
 import json
 import os
 import sys
+from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
@@ -52,10 +54,10 @@ def main() -> None:
         state = {f"model.{k}": v for k, v in model.state_dict().items()}
         state.update({f"method.{k}": v.detach() for k, v in trained.items()})
         save_file({k: v.contiguous().cpu() for k, v in state.items()}, out)
-    print(json.dumps({"rank": rank, "world": int(os.environ.get("WORLD_SIZE", "1")),
-                      "start": start, "model": digest(model.state_dict()), "method": digest(trained),
-                      "method_params": sum(v.numel() for v in trained.values()),
-                      "history_len": len(result.history)}), flush=True)
+    report = {"rank": rank, "world": int(os.environ.get("WORLD_SIZE", "1")),
+              "start": start, "model": digest(model.state_dict()), "method": digest(trained),
+              "method_params": sum(v.numel() for v in trained.values()), "history_len": len(result.history)}
+    Path(f"{out}.rank{rank}.json").write_text(json.dumps(report))
 
 
 if __name__ == "__main__":
