@@ -299,9 +299,14 @@ def test_target_oracle_trains_on_the_labelled_target_split(blobs_images) -> None
 # scored on the 1,000 MNIST-M test images (target accuracy) and on held-out features of 500 images per domain.
 # Measured on seeds 0-2 (see the module docstring of the method for what each term does):
 #   source-only 51.0 / 54.1 / 56.5, dan 57.0 / 59.7 / 60.4, self-training 62.1 / 56.4 / 61.4 (target accuracy, %).
-# DANN, CDAN and CDAN+E need several hundred steps before their adversarial game pays off on this pair (at 10
-# epochs they gain 20+ points), and are not reliably above source-only after 100 steps, so they are not claimed
-# here; see BENCHMARKS.md for the full-budget comparison.
+# DANN and CDAN need several hundred steps before their adversarial game pays off in full on this pair (at 10 epochs
+# they gain 20+ points; BENCHMARKS.md). After 100 steps, one seed says little: measured on seeds 1-4 (AMD EPYC with
+# AVX-512, 2 threads), target accuracy source-only 51.1 / 48.8 / 53.5 / 50.8, DANN 58.4 / 48.7 / 54.8 / 59.0, CDAN
+# 58.2 / 54.3 / 57.9 / 54.0; the proxy A-distance of the 768-d features (near its ceiling of 2: a linear classifier
+# on 768 dimensions tells almost any two image sets apart) moved by -0.08 to +0.04, i.e. not at all; that of the
+# logits, what the classifier reads, source-only 1.65 / 1.64 / 1.62 / 1.61, DANN 1.36 / 1.38 / 1.21 / 1.39. So the
+# adversarial test claims the mean over seeds 1-3 of what held on every seed: DANN makes held-out target logits
+# harder to tell from source logits, CDAN (conditioned on the predictions) lifts target accuracy.
 ADAPT_STEPS, ADAPT_BATCH = 100, 32
 
 
@@ -320,17 +325,18 @@ def digits():
     return {"src": src, "tgt": tgt, "pretrained": model, "runs": {}}
 
 
-def _adapted(digits, name: str, params: dict | None = None) -> dict:
-    """Target accuracy and held-out features after ADAPT_STEPS steps of ``name`` from the shared source model."""
+def _adapted(digits, name: str, params: dict | None = None, seed: int = 1) -> dict:
+    """Target accuracy, held-out features and logits after ADAPT_STEPS steps of ``name`` (training seed ``seed``)
+    from the shared source model."""
     import copy
 
-    key = (name, repr(sorted((params or {}).items())))
+    key = (name, repr(sorted((params or {}).items())), seed)
     if key not in digits["runs"]:
         model = copy.deepcopy(digits["pretrained"])
         src, tgt = digits["src"], digits["tgt"]
         n = ADAPT_STEPS * ADAPT_BATCH
         cfg = TrainConfig(epochs=1, batch_size=ADAPT_BATCH, lr=1e-3, head_lr_scale=1.0, schedule="constant",
-                          warmup_fraction=0.0, seed=1, progress=False, device="cpu")
+                          warmup_fraction=0.0, seed=seed, progress=False, device="cpu")
         fit_loop(model, create_method(name, params or {}), src.train.subset(range(len(src.train) - n, len(src.train))),
                  None, ModelConfig(backbone="digits-cnn"), cfg, extra={"target": tgt.train.unlabelled()})
         model.eval()
@@ -341,10 +347,10 @@ def _adapted(digits, name: str, params: dict | None = None) -> dict:
                 f = model.backbone(x)
                 return f, model.head(f)
 
-        f_s, _ = run(src.test.subset(range(500)))
+        f_s, z_s = run(src.test.subset(range(500)))
         f_t, z_t = run(tgt.test)
         acc = float((z_t.argmax(1).numpy() == tgt.test.labels).mean())
-        digits["runs"][key] = {"acc": acc, "f_s": f_s, "f_t": f_t[:500], "z_t": z_t[:500]}
+        digits["runs"][key] = {"acc": acc, "f_s": f_s, "f_t": f_t[:500], "z_s": z_s, "z_t": z_t[:500]}
     return digits["runs"][key]
 
 
@@ -369,13 +375,23 @@ def test_each_alignment_shrinks_its_own_distance_on_held_out_mnist_m(digits) -> 
 
 
 @pytest.mark.slow
-def test_adversarial_methods_make_the_domains_harder_to_tell_apart(digits) -> None:
-    """DANN and CDAN's claim at this budget: held-out source and target features move closer (proxy A-distance)."""
+def test_adversarial_methods_at_a_ci_budget(digits) -> None:
+    """DANN: held-out target logits become harder to tell from source logits (proxy A-distance); CDAN: higher target
+    accuracy. Means over training seeds 1-3 from the same source model (see the measurements above)."""
     from transferkit.adaptation.divergence import a_distance
 
-    base = _adapted(digits, "source-only")
-    d_base = a_distance(base["f_s"].numpy(), base["f_t"].numpy())
-    for name in ("dann", "cdan"):
-        run = _adapted(digits, name)
-        d = a_distance(run["f_s"].numpy(), run["f_t"].numpy())
-        assert d < d_base - 0.05, (name, d, d_base)
+    seeds = (1, 2, 3)
+
+    def mean(name: str, what) -> float:
+        return float(np.mean([what(_adapted(digits, name, seed=s)) for s in seeds]))
+
+    def logit_distance(run: dict) -> float:
+        return a_distance(run["z_s"].numpy(), run["z_t"].numpy())
+
+    def accuracy(run: dict) -> float:
+        return run["acc"]
+
+    d_base, d_dann = mean("source-only", logit_distance), mean("dann", logit_distance)
+    assert d_dann < d_base - 0.15, (d_dann, d_base)
+    acc_base, acc_cdan = mean("source-only", accuracy), mean("cdan", accuracy)
+    assert acc_cdan > acc_base + 0.02, (acc_cdan, acc_base)
