@@ -60,6 +60,45 @@ def test_freeze_unfreeze_switches_at_head_epochs():
         assert all(p.requires_grad == expect for p in model.backbone.parameters()), epoch
 
 
+def test_recalibration_sets_batch_norm_statistics_to_the_data_and_nothing_else():
+    from transferkit.methods.finetune import recalibrate_norm_statistics
+
+    model = _model().eval()
+    weights = {k: v.clone() for k, v in model.state_dict().items() if "running" not in k and "num_batches" not in k}
+    x = torch.randn(64, 3, 16, 16) * 2 + 3
+    bn = model.backbone.b0[1]
+    assert recalibrate_norm_statistics(model, [(x[:32], None), (x[32:], None)]) == 3
+    with torch.no_grad():
+        pre = model.backbone.b0[0](x)  # what the first batch-norm layer normalises
+    # the plain average of the two batches' statistics (momentum None), not a moving average
+    means = torch.stack([pre[:32].mean((0, 2, 3)), pre[32:].mean((0, 2, 3))]).mean(0)
+    assert torch.allclose(bn.running_mean, means, atol=1e-5)
+    assert bn.momentum == 0.1 and not model.training  # momentum and the caller's mode restored
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())
+
+
+def test_freeze_unfreeze_recalibrates_before_the_head_phase_only(blobs_images):
+    from transferkit.data.base import Dataset
+    from transferkit.data.loaders import make_loader
+
+    x, y = blobs_images
+    ds = Dataset("image", x, y, ["a", "b", "c"], "blobs")
+    model = _model()
+
+    def loader(d, *, train, **_):
+        return make_loader(d, model.preprocessing, image_size=16, train=train, batch_size=16)
+
+    m = create_method("freeze-unfreeze")
+    m.setup(FitContext(model, ds, None, TrainConfig(head_epochs=1), make_loader=loader))
+    bn = model.backbone.b1[1]
+    fresh = bn.running_mean.clone()
+    m.on_epoch_start(model, 0)
+    calibrated = bn.running_mean.clone()
+    assert not torch.allclose(calibrated, fresh)
+    m.on_epoch_start(model, 1)  # unfreezing does not touch the statistics
+    assert torch.equal(bn.running_mean, calibrated)
+
+
 def test_layer_decay_learning_rates():
     model = _model()
     m = create_method("finetune")

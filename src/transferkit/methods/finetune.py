@@ -8,15 +8,63 @@ is what the :class:`~transferkit.methods.base.Method` freezing hooks express:
 * ``linear-probe``: the whole backbone is frozen, batch-norm in inference mode; only the new head learns.
 * ``freeze-unfreeze``: the head alone for ``train.head_epochs`` epochs (so a random head does not wreck the
   pretrained features with large early gradients), then every block with the discriminative (decayed) rates.
+  Before the head phase (``method_params.recalibrate_bn``, on by default) the backbone's batch-norm statistics are
+  re-estimated on the target training data (one pass without gradients, AdaBN: Li et al. 2016) and then kept fixed
+  while the backbone is frozen. With the source's (ImageNet) statistics the head learns on features that shift under
+  it the moment the backbone unfreezes and batch-norm starts normalising with the target batch's statistics:
+  measured on Animal-MNIST (1,000 images, 64 px, 3 epochs, seed 0), the training loss went *up* in the first
+  unfrozen epoch (1.33 -> 1.49) and test accuracy ended at 0.775, against 0.918 for plain fine-tuning (0.909 with
+  the re-estimated statistics; ``benchmarks/fine_tuning_strategies.py``). Letting batch-norm update during the head
+  phase instead (fastai's ``train_bn``) also removed the shift (0.903) but the head then chases moving features (val
+  accuracy after the head phase 0.42, against 0.68 with re-estimated and 0.81 with the source's fixed statistics).
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.base import Dataset
 from ..model import TransferModel
-from .base import Method
+from .base import FitContext, Method
 from .registry import register
+
+#: examples used to re-estimate batch-norm statistics (a seeded subsample of larger training sets), and the batch
+#: size of that pass: fixed, so that the statistics do not depend on train.batch_size or the number of processes
+RECALIBRATION_SAMPLES, RECALIBRATION_BATCH = 2048, 128
+
+
+@torch.no_grad()
+def recalibrate_norm_statistics(model: TransferModel, batches: Any) -> int:
+    """Re-estimate every batch-norm layer's running mean and variance of ``model.backbone`` on ``batches``.
+
+    The statistics are the plain average over the batches (momentum ``None``), computed in training mode without
+    gradients; weights, biases and every other module's state are untouched. Returns the number of layers reset.
+    """
+    from ..train.inference import to_device
+
+    norms = [m for m in model.backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+             and m.track_running_stats]
+    if not norms:
+        return 0
+    device = next(model.parameters()).device
+    was_training = model.training
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.backbone.train()
+    for batch in batches:
+        x, _ = to_device(batch, device)
+        model.backbone(x)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.train(was_training)
+    return len(norms)
 
 
 @register
@@ -34,12 +82,45 @@ class LinearProbe(Method):
         return len(model.backbone.blocks())
 
 
+@dataclass
+class FreezeUnfreezeParams:
+    recalibrate_bn: bool = True  # re-estimate batch-norm statistics on the target before the head phase (AdaBN)
+
+
 @register
 class FreezeUnfreeze(Method):
     name: ClassVar[str] = "freeze-unfreeze"
     summary: ClassVar[str] = "train the head alone for head_epochs, then everything with discriminative LRs"
+    Params: ClassVar[type] = FreezeUnfreezeParams
 
     def frozen_block_count(self, model: TransferModel, epoch: int) -> int:
         if epoch < self.train_config.head_epochs:
             return len(model.backbone.blocks())
         return super().frozen_block_count(model, epoch)
+
+    def setup(self, ctx: FitContext) -> None:
+        super().setup(ctx)
+        self.__dict__["_calibration"] = (ctx.train, ctx.make_loader)  # plain attribute: no state of the module
+
+    def on_epoch_start(self, model: TransferModel, epoch: int) -> None:
+        """At the first epoch, adapt the batch-norm statistics to the target before the head trains on them.
+
+        A resumed run that restarts at a later epoch has them in its checkpoint already.
+        """
+        super().on_epoch_start(model, epoch)
+        train, make_loader = self.__dict__.get("_calibration", (None, None))
+        if epoch != 0 or self.train_config.head_epochs <= 0 or train is None or not self.params.recalibrate_bn:
+            return
+        ds: Dataset = train
+        if len(ds) > RECALIBRATION_SAMPLES:
+            keep = np.random.default_rng(self.train_config.seed).choice(len(ds), RECALIBRATION_SAMPLES, replace=False)
+            ds = ds.subset(np.sort(keep))
+        recalibrate_norm_statistics(model, make_loader(ds, train=False, batch_size=RECALIBRATION_BATCH))
+
+    def lr_factor(self, group: str | None, step: int) -> float:
+        """The backbone's rates ramp up linearly over ``train.unfreeze_warmup`` epochs after it unfreezes."""
+        cfg = self.train_config
+        start = cfg.head_epochs * self.steps_per_epoch
+        if not (group or "").startswith("backbone.") or cfg.unfreeze_warmup <= 0 or step < start:
+            return 1.0
+        return min(1.0, (step - start + 1) / max(1.0, cfg.unfreeze_warmup * self.steps_per_epoch))
