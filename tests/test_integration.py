@@ -40,7 +40,9 @@ def test_freeze_unfreeze(animals):
 
     clf = TransferClassifier(method="freeze-unfreeze", epochs=3, head_epochs=1, **IMAGE).fit(animals)
     assert clf.history_[0]["val_accuracy"] >= 0.6  # the head alone, on frozen pretrained features, already works
-    assert clf.evaluate(animals.test)["accuracy"] >= 0.80
+    # measured 0.909 (seeds 1, 2: 0.882, 0.892); with the source's batch-norm statistics 0.775 (0.804, 0.869), as the
+    # features shift under the head at unfreezing (benchmarks/fine_tuning_strategies.py)
+    assert clf.evaluate(animals.test)["accuracy"] >= 0.85
     source = build_backbone("mobilenet_v2.imagenet").state_dict()
     tuned = {k: v.cpu() for k, v in clf.model_.backbone.state_dict().items()}
     assert any(not torch.equal(source[k], tuned[k]) for k in source if k.endswith("weight"))  # then it unfroze
