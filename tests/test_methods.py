@@ -98,6 +98,13 @@ def test_freeze_unfreeze_recalibrates_before_the_head_phase_only(blobs_images):
     m.on_epoch_start(model, 1)  # unfreezing does not touch the statistics
     assert torch.equal(bn.running_mean, calibrated)
 
+    model = _model()
+    off = create_method("freeze-unfreeze", {"recalibrate_bn": False})
+    off.setup(FitContext(model, ds, None, TrainConfig(head_epochs=1), make_loader=loader))
+    fresh = model.backbone.b1[1].running_mean.clone()
+    off.on_epoch_start(model, 0)
+    assert torch.equal(model.backbone.b1[1].running_mean, fresh)  # recalibrate_bn: false keeps the source's
+
 
 def test_layer_decay_learning_rates():
     model = _model()

@@ -24,7 +24,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -92,6 +91,7 @@ class FreezeUnfreeze(Method):
     name: ClassVar[str] = "freeze-unfreeze"
     summary: ClassVar[str] = "train the head alone for head_epochs, then everything with discriminative LRs"
     Params: ClassVar[type] = FreezeUnfreezeParams
+    _calibration: tuple[Dataset, Any] | None = None  # (training split, loader factory), set by setup
 
     def frozen_block_count(self, model: TransferModel, epoch: int) -> int:
         if epoch < self.train_config.head_epochs:
@@ -100,7 +100,7 @@ class FreezeUnfreeze(Method):
 
     def setup(self, ctx: FitContext) -> None:
         super().setup(ctx)
-        self.__dict__["_calibration"] = (ctx.train, ctx.make_loader)  # plain attribute: no state of the module
+        self._calibration = None if ctx.train is None else (ctx.train, ctx.make_loader)
 
     def on_epoch_start(self, model: TransferModel, epoch: int) -> None:
         """At the first epoch, adapt the batch-norm statistics to the target before the head trains on them.
@@ -108,19 +108,11 @@ class FreezeUnfreeze(Method):
         A resumed run that restarts at a later epoch has them in its checkpoint already.
         """
         super().on_epoch_start(model, epoch)
-        train, make_loader = self.__dict__.get("_calibration", (None, None))
-        if epoch != 0 or self.train_config.head_epochs <= 0 or train is None or not self.params.recalibrate_bn:
+        wanted = self.params.recalibrate_bn and self.train_config.head_epochs > 0
+        if epoch != 0 or not wanted or self._calibration is None:
             return
-        ds: Dataset = train
-        if len(ds) > RECALIBRATION_SAMPLES:
-            keep = np.random.default_rng(self.train_config.seed).choice(len(ds), RECALIBRATION_SAMPLES, replace=False)
-            ds = ds.subset(np.sort(keep))
-        recalibrate_norm_statistics(model, make_loader(ds, train=False, batch_size=RECALIBRATION_BATCH))
+        from ..adaptation.validators import subsample
 
-    def lr_factor(self, group: str | None, step: int) -> float:
-        """The backbone's rates ramp up linearly over ``train.unfreeze_warmup`` epochs after it unfreezes."""
-        cfg = self.train_config
-        start = cfg.head_epochs * self.steps_per_epoch
-        if not (group or "").startswith("backbone.") or cfg.unfreeze_warmup <= 0 or step < start:
-            return 1.0
-        return min(1.0, (step - start + 1) / max(1.0, cfg.unfreeze_warmup * self.steps_per_epoch))
+        train, make_loader = self._calibration
+        ds = subsample(train, RECALIBRATION_SAMPLES, self.train_config.seed)
+        recalibrate_norm_statistics(model, make_loader(ds, train=False, batch_size=RECALIBRATION_BATCH))
