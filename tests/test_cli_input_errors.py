@@ -351,7 +351,7 @@ def test_permission_error_anywhere_names_the_path(capsys, monkeypatch):
         raise PermissionError(errno.EACCES, "Permission denied", "/root/.cache/transferkit/x")
 
     _command(monkeypatch, cache)
-    user_error(capsys, ["datasets"], "Cannot use '/root/.cache/transferkit/x': Permission denied", "permissions")
+    user_error(capsys, ["datasets"], "Cannot use '/root/.cache/transferkit/x': Permission denied; check its")
 
 
 def test_error_message_is_printed_on_one_line(capsys, monkeypatch):

@@ -187,8 +187,12 @@ def _path_error_sentence(e: OSError) -> str | None:
     verb = "write" if ours else "use"
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         remedy = "free some disk space (or choose another location) and try again"
-    elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+    elif e.errno == errno.EROFS or (ours and e.errno in (errno.EACCES, errno.EPERM)):
         remedy = "choose a location you may write to, or fix its permissions"
+    elif e.errno in (errno.EACCES, errno.EPERM):
+        remedy = "check its permissions"
+    elif e.errno == errno.ENAMETOOLONG:
+        remedy = "use a shorter path"
     else:
         remedy = "choose another path"
     return f"Cannot {verb} '{name}': {e.strerror or e}; {remedy}."
