@@ -84,5 +84,6 @@ def check_param_keys(cls: type, params: dict[str, Any]) -> None:
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5) or [v for v in valid if v.lower() == key.lower()]
     hint = f"; did you mean 'model.method_params.{close[0]}'?" if close else "."
     raise ConfigError(
-        f"Unknown key 'model.method_params.{key}' for method '{cls.name}' (its keys are: {', '.join(valid)}){hint}"
+        f"Unknown config key 'model.method_params.{key}' for method '{cls.name}' "
+        f"(its keys are: {', '.join(valid)}){hint}"
     )
