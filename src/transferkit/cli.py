@@ -16,7 +16,11 @@ error prints one sentence and exits with status 2, without a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
+import os
+import re
 import sys
+import typing
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,8 +29,28 @@ from . import __version__
 from .errors import TransferkitError
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors worded like every other user error: ``transferkit: error: <sentence>``."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.print_usage(sys.stderr)
+        sentence = _one_line(message)
+        self.exit(2, f"transferkit: error: {sentence}{'' if sentence.endswith(('.', '?', ')')) else '.'}\n")
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (counts, sizes, k of top-k)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {value}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="transferkit", description="Transfer learning on PyTorch, offline and honest.")
+    p = _Parser(prog="transferkit", description="Transfer learning on PyTorch, offline and honest.")
     p.add_argument("--version", action="version", version=f"transferkit {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -35,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--data", help="a built-in data set name, an image folder, or a CSV/TSV/JSONL file")
     f.add_argument("--backbone", help="a backbone name (see `transferkit backbones`)")
     f.add_argument("--method", help="a method name (see `transferkit methods`)")
-    f.add_argument("--epochs", type=int, help="number of epochs")
+    f.add_argument("--epochs", type=_positive_int, help="number of epochs")
     f.add_argument("--out", help="the run folder to write")
     f.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set train.lr=3e-4 (repeatable)")
@@ -52,17 +76,19 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("run", help="a run folder (or a folder written by save())")
     pr.add_argument("paths", nargs="+", help="image files or folders; for text models, .txt files (one per line)")
     pr.add_argument("--out", default="predictions.csv", help="CSV to write (default predictions.csv)")
-    pr.add_argument("--top-k", type=int, default=1, help="also list the k most likely classes")
+    pr.add_argument("--top-k", type=_positive_int, default=1,
+                    help="also list the k most likely classes (more than the model has: all of them)")
 
     rk = sub.add_parser("rank", help="rank candidate backbones on your data without training (LogME, LEEP, ...)")
     rk.add_argument("--data", required=True, help="a built-in data set name, an image folder, or a CSV/TSV/JSONL file")
     rk.add_argument("--backbones", required=True, metavar="A,B,C",
                     help="comma-separated candidates: name, name@BLOCK, name@B1+B2, name~random (random weights)")
-    rk.add_argument("--max-samples", type=int, default=500, help="training examples scored (default 500)")
+    rk.add_argument("--max-samples", type=_positive_int, default=500, help="training examples scored (default 500)")
     rk.add_argument("--metrics", default="logme,leep,hscore,knn", help="any of logme,leep,hscore,knn")
-    rk.add_argument("--image-size", type=int, help="image side in pixels (default: each backbone's own)")
+    rk.add_argument("--image-size", type=_positive_int, help="image side in pixels (default: each backbone's own)")
     rk.add_argument("--seed", type=int, default=0, help="seed of the subsample and of random weights")
-    rk.add_argument("--engine", default="auto", help="feature extraction engine (auto, torch or onnx)")
+    rk.add_argument("--engine", default="auto", choices=["auto", "torch", "onnx"],
+                    help="feature extraction engine (default auto)")
     rk.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     rk.add_argument("--out", help="also write the ranking to this JSON file")
 
@@ -70,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     cp.add_argument("config", help="a YAML run configuration with data (the source) and target sections")
     cp.add_argument("--methods", required=True, metavar="A,B,C",
                     help="comma-separated methods, e.g. source-only,dann,cdan,target-oracle")
-    cp.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1; default 3)")
+    cp.add_argument("--seeds", type=_positive_int, default=3, help="number of seeds (0..N-1; default 3)")
     cp.add_argument("--embedding", default="tsne", choices=["tsne", "pca", "none"],
                     help="2-D embedding of the before/after feature plot (default tsne)")
     cp.add_argument("--out", help="the comparison folder to write (default: the config's out)")
@@ -90,24 +116,97 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``transferkit`` console script."""
+    """Entry point of the ``transferkit`` console script.
+
+    A :class:`TransferkitError` prints its sentence on one line and exits with status 2; so does an ``OSError``
+    about a path that is the machine's or the user's doing (see :func:`_path_error_sentence`). Anything else is a
+    bug and keeps its traceback. Warnings print as one ``transferkit: warning:`` line each while the command runs.
+    """
     args = _parser().parse_args(argv)
     if args.command is None:
         _parser().print_help()
         return 0
-    warnings.showwarning = _plain_warning
-    try:
-        return _COMMANDS[args.command](args)
-    except TransferkitError as e:
-        print(f"transferkit: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("transferkit: interrupted; continue a fit with --resume.", file=sys.stderr)
-        return 130
+    _OUTPUTS.clear()
+    with warnings.catch_warnings():  # restores the previous showwarning when the command ends (in-process callers)
+        warnings.showwarning = _plain_warning
+        try:
+            return _COMMANDS[args.command](args)
+        except TransferkitError as e:
+            return _fail(str(e))
+        except OSError as e:
+            sentence = _path_error_sentence(e)
+            if sentence is None:
+                raise
+            return _fail(sentence)
+        except KeyboardInterrupt:
+            print("transferkit: interrupted; continue a fit with --resume.", file=sys.stderr)
+            return 130
+
+
+def _fail(sentence: str) -> int:
+    print(f"transferkit: error: {_one_line(sentence)}", file=sys.stderr)
+    return 2
+
+
+def _one_line(text: str) -> str:
+    """``text`` with every run of whitespace (newlines included) collapsed to one space."""
+    return re.sub(r"\s+", " ", str(text)).strip()
 
 
 def _plain_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
-    print(f"transferkit: warning: {message}", file=sys.stderr)
+    print(f"transferkit: warning: {_one_line(message)}", file=sys.stderr)
+
+
+#: the output paths of the running command (recorded by :func:`_output`), for :func:`_path_error_sentence`
+_OUTPUTS: list[Path] = []
+
+#: errors about the machine rather than the code: a sentence wherever they happen, as long as they name a path
+_ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENAMETOOLONG}
+#: errors about a path's shape: a sentence only for the command's own outputs (elsewhere they may be bugs)
+_OUTPUT_ERRNOS = {errno.ENOENT, errno.EISDIR, errno.ENOTDIR, errno.EEXIST}
+
+
+def _output(path: str | os.PathLike[str], kind: str, what: str = "--out") -> Path:
+    """Check an output path up front (:func:`transferkit.io.check_output_path`) and remember it for main."""
+    from .io import check_output_path
+
+    checked = check_output_path(path, kind=kind, what=what)
+    _OUTPUTS.append(checked.absolute())
+    return checked
+
+
+def _path_error_sentence(e: OSError) -> str | None:
+    """One sentence for an OSError that is the user's or the machine's doing, or ``None`` for a (likely) bug."""
+    names = [Path(os.fsdecode(n)) for n in (e.filename, e.filename2) if isinstance(n, str | bytes | os.PathLike)]
+    if not names or e.errno not in _ENVIRONMENT_ERRNOS | _OUTPUT_ERRNOS:
+        return None
+    ours = [n for n in names if _is_output(n)]
+    if e.errno in _OUTPUT_ERRNOS and not ours:
+        return None
+    name = (ours or names)[0]
+    verb = "write" if ours else "use"
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        remedy = "free some disk space (or choose another location) and try again"
+    elif e.errno == errno.EROFS or (ours and e.errno in (errno.EACCES, errno.EPERM)):
+        remedy = "choose a location you may write to, or fix its permissions"
+    elif e.errno in (errno.EACCES, errno.EPERM):
+        remedy = "check its permissions"
+    elif e.errno == errno.ENAMETOOLONG:
+        remedy = "use a shorter path"
+    else:
+        remedy = "choose another path"
+    return f"Cannot {verb} '{name}': {e.strerror or e}; {remedy}."
+
+
+def _is_output(path: Path) -> bool:
+    """Whether ``path`` is one of the command's outputs, inside one, a folder above one, or a temporary sibling."""
+    p = path.absolute()
+    for out in _OUTPUTS:
+        if p == out or out in p.parents or p in out.parents:
+            return True
+        if p.parent == out.parent and p.name.startswith(f".{out.name}"):
+            return True
+    return False
 
 
 def _fit(args: argparse.Namespace) -> int:
@@ -125,12 +224,13 @@ def _fit(args: argparse.Namespace) -> int:
                       ("out", "out")):
         value = getattr(args, flag)
         if value is not None:
-            overrides.insert(0, f"{key}={value}")
+            overrides.insert(0, (key, value))  # a flag's value as given, not parsed as YAML
     if args.overwrite:
         overrides.append("overwrite=true")
     cfg = apply_overrides(cfg, overrides)
     if cfg.data.name is None and cfg.data.path is None:
         cfg = apply_overrides(cfg, ["data.name=animal-mnist"])
+    _output(cfg.out, "folder", what="run folder")
     result = run_fit(cfg, resume=args.resume)
     if not result.metrics:
         return 0  # a non-zero rank of a multi-process launch: rank 0 reports
@@ -161,6 +261,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .evaluate import format_metrics_table
     from .io import write_json
 
+    if args.out:
+        _output(args.out, "file")
     est = TransferClassifier.load(args.run)
     ds = _load_split(args.data, args.split)
     metrics = est.evaluate(ds)
@@ -175,6 +277,7 @@ def _predict(args: argparse.Namespace) -> int:
     from .errors import DataError
     from .evaluate import write_predictions_csv
 
+    _output(args.out, "file")
     est = TransferClassifier.load(args.run)
     modality = est.model_.preprocessing.modality
     if modality == "text":
@@ -190,7 +293,8 @@ def _predict(args: argparse.Namespace) -> int:
 
         ids = inputs = _expand_image_paths(args.paths)
     proba = est.predict_proba(inputs, progress=True)
-    write_predictions_csv(args.out, list(ids), proba, est.classes_, top_k=args.top_k)
+    top_k = min(args.top_k, len(est.classes_))  # asking for more classes than the model has lists them all
+    write_predictions_csv(args.out, list(ids), proba, est.classes_, top_k=top_k)
     print(f"wrote {len(ids)} predictions to {args.out}")
     return 0
 
@@ -257,6 +361,8 @@ def _rank(args: argparse.Namespace) -> int:
     from .io import write_json
     from .ranking import rank_backbones
 
+    if args.out:
+        _output(args.out, "file")
     cfg = DataConfig(path=args.data) if Path(args.data).exists() else DataConfig(name=args.data)
     result = rank_backbones(
         load_data(cfg), [c for c in args.backbones.split(",") if c.strip()], metrics=args.metrics.split(","),
@@ -280,17 +386,15 @@ _COMMANDS["rank"] = _rank
 def _compare(args: argparse.Namespace) -> int:
     from .adaptation.compare import run_compare
     from .config import apply_overrides, load_yaml
-    from .errors import ConfigError
 
     cfg = load_yaml(args.config)
     overrides = list(args.overrides)
     if args.out:
-        overrides.append(f"out={args.out}")
+        overrides.append(("out", args.out))
     if args.overwrite:
         overrides.append("overwrite=true")
     cfg = apply_overrides(cfg, overrides)
-    if args.seeds < 1:
-        raise ConfigError(f"--seeds must be at least 1, not {args.seeds}.")
+    _output(cfg.out, "folder", what="comparison folder")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     result = run_compare(cfg, methods, list(range(args.seeds)), embedding=args.embedding)
     print(result.table)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -155,52 +156,121 @@ def split_hyperparameters(params: dict[str, Any]) -> tuple[ModelConfig, TrainCon
 
 
 def load_yaml(path: str | Path) -> RunConfig:
-    """Read a YAML run configuration and validate it."""
-    import yaml
+    """Read a YAML run configuration and validate it.
 
+    Every way the file itself can be wrong (missing, a folder, unreadable, not text, not YAML, empty, not a
+    mapping) is a :class:`ConfigError` with one sentence; an empty file is refused rather than silently meaning
+    "all defaults", which is what ``transferkit fit`` without a config file is for.
+    """
     p = Path(path)
-    if not p.is_file():
+    raw = _parse_yaml(_read_config_text(p), p)
+    if raw is None or raw == {}:
+        raise ConfigError(
+            f"Config file '{p}' is empty; write at least one section (data, model, train, target, out), or leave "
+            "the file out and use --data/--backbone/--method to train with the defaults."
+        )
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"Config file '{p}' holds a {_yaml_kind(raw)} at the top, but it must hold a mapping of sections "
+            "(data, model, train, target, out)."
+        )
+    return _build(RunConfig, raw, p.name)
+
+
+def _read_config_text(p: Path) -> str:
+    """The text of config file ``p`` (UTF-8, a byte-order mark allowed), or a ConfigError saying why not."""
+    if p.is_dir():
+        raise ConfigError(f"Config file '{p}' is a folder; give the path of a YAML file.")
+    if not p.exists():
         raise ConfigError(f"Config file '{p}' does not exist; check the path.")
     try:
-        raw = yaml.safe_load(p.read_text()) or {}
+        data = p.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"Config file '{p}' cannot be read ({e.strerror or e}); check its permissions.") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"Config file '{p}' is not a text file (byte {e.start} is not UTF-8); give a YAML run configuration."
+        ) from None
+
+
+def _parse_yaml(text: str, p: Path) -> Any:
+    """``yaml.safe_load`` of a config file's text; a syntax error is one sentence with its line."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"Config file '{p}' is not valid YAML{where}; fix the syntax and try again.") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"Config file '{p}' must hold a mapping of sections (data, model, train, target, out).")
-    return _build(RunConfig, raw, p.name)
+    except RecursionError:
+        raise ConfigError(f"Config file '{p}' is nested too deeply to be a run configuration.") from None
 
 
-def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
-    """Apply ``section.key=value`` strings (values parsed as YAML scalars) and re-validate."""
-    import yaml
+def _yaml_kind(value: Any) -> str:
+    """A plain word for the type of a parsed YAML value, for messages."""
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, str):
+        return "text value"
+    if isinstance(value, bool):
+        return "true/false value"
+    if isinstance(value, int | float):
+        return "number"
+    return type(value).__name__
 
+
+def apply_overrides(cfg: RunConfig, overrides: list[str | tuple[str, Any]]) -> RunConfig:
+    """Apply overrides and re-validate.
+
+    An override is a ``"section.key=value"`` string (``--set``; the value is parsed as a YAML scalar, so
+    ``train.lr=3e-4`` is a number) or a ``(key, value)`` pair whose value is taken as it is (the CLI's own flags:
+    ``--out 0x10`` is the folder name ``0x10``, not the number 16).
+    """
     d = cfg.to_dict()
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"Override '{item}' must look like section.key=value (e.g. train.lr=3e-4).")
-        key, _, value = item.partition("=")
+        key, value = item if isinstance(item, tuple) else _parse_override(item)
         parts = key.strip().split(".")
         if len(parts) > 1 and parts[0] in _OPTIONAL_SECTIONS and d.get(parts[0]) is None:
             d[parts[0]] = dataclasses.asdict(_OPTIONAL_SECTIONS[parts[0]]())  # first key set (target.name) creates it
-        try:
-            parsed = yaml.safe_load(value) if value.strip() else None
-        except yaml.YAMLError:
-            parsed = value
-        node: Any = d
-        valid_top = set(d)
-        for i, part in enumerate(parts[:-1]):
-            if not isinstance(node, dict) or part not in node or not isinstance(node[part], dict):
-                opts = valid_top if i == 0 else set(node) if isinstance(node, dict) else set()
-                raise ConfigError(f"Unknown config key '{'.'.join(parts[: i + 1])}'{_suggest(part, opts)}.")
-            node = node[part]
-        last = parts[-1]
-        if not isinstance(node, dict) or (last not in node and not _is_free_dict(parts)):
-            opts = set(node) if isinstance(node, dict) else set()
-            raise ConfigError(f"Unknown config key '{key}'{_suggest(last, opts, prefix='.'.join(parts[:-1]))}.")
-        node[last] = parsed
+        node = _override_parent(d, parts)
+        node[parts[-1]] = value
     return _build(RunConfig, d, "--set")
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    """Split ``section.key=value`` and parse the value as YAML (text that is not YAML stays text)."""
+    import yaml
+
+    key, eq, value = item.partition("=")
+    if not eq or not key.strip() or any(not part for part in key.strip().split(".")):
+        raise ConfigError(f"Override '{item}' must look like section.key=value (e.g. train.lr=3e-4).")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except (yaml.YAMLError, RecursionError):
+        parsed = value
+    return key, parsed
+
+
+def _override_parent(d: dict[str, Any], parts: list[str]) -> dict[str, Any]:
+    """The mapping of ``d`` that holds the key ``parts`` names; an unknown key gets the closest valid one."""
+    node: Any = d
+    for i, part in enumerate(parts[:-1]):
+        here = ".".join(parts[: i + 1])
+        if part in node and not isinstance(node[part], dict):
+            raise ConfigError(f"'{here}' is a single value, not a section; set it with --set {here}=VALUE.")
+        if part not in node and _is_free_dict(parts[: i + 1]):
+            raise ConfigError(f"'{here}' is a method parameter, which holds a value; set it with --set {here}=VALUE.")
+        if part not in node:
+            raise ConfigError(f"Unknown config key '{here}'{_suggest(part, set(node), '.'.join(parts[:i]))}.")
+        node = node[part]
+    last = parts[-1]
+    if last not in node and not _is_free_dict(parts):
+        key = ".".join(parts)
+        raise ConfigError(f"Unknown config key '{key}'{_suggest(last, set(node), prefix='.'.join(parts[:-1]))}.")
+    return node
 
 
 _OPTIONAL_SECTIONS: dict[str, type] = {"target": DataConfig}
@@ -256,22 +326,29 @@ def _build(cls: type, raw: dict[str, Any], where: str, path: str = "") -> Any:
 _SECTION_OF: dict[type, str] = {ModelConfig: "model", TrainConfig: "train"}
 
 
+#: the allowed range of every numeric field of the data, model and train sections: (test, what the sentence says).
+#: ``None`` always passes (it means "off" or "the default"); booleans and text never reach these tests.
+_RANGES: dict[str, tuple[Any, str]] = {
+    **{name: (lambda v: v > 0, "a positive number") for name in (
+        "epochs", "batch_size", "head_hidden", "image_size", "train_size", "per_class", "lr", "head_lr_scale",
+        "layer_decay", "grad_clip")},
+    **{name: (lambda v: v >= 0, "0 or positive") for name in (
+        "weight_decay", "freeze_blocks", "head_epochs", "num_workers")},
+    **{name: (lambda v: 0.0 <= v < 1.0, "in [0, 1)") for name in (
+        "val_fraction", "test_fraction", "warmup_fraction", "head_dropout", "label_smoothing", "drop_path",
+        "momentum")},
+    **{name: (lambda v: v >= 0, "0 (off) or positive") for name in ("mixup_alpha", "cutmix_alpha")},
+    "early_stopping": (lambda v: v >= 1, "at least 1 epoch (or null for no early stopping)"),
+}
+
+
 def _check_ranges(obj: Any, section: str) -> None:
-    positive = {"epochs", "batch_size", "head_hidden", "image_size", "train_size", "per_class"}
+    """Refuse a value outside its field's range in :data:`_RANGES`, naming the key, the range and the value."""
     for f in dataclasses.fields(obj):
         v = getattr(obj, f.name)
-        if f.name in positive and v is not None and v <= 0:
-            raise ConfigError(f"'{section}.{f.name}' must be a positive number, not {v}.")
-    for name in ("val_fraction", "test_fraction", "warmup_fraction", "head_dropout", "label_smoothing", "drop_path"):
-        v = getattr(obj, name, None)
-        if v is not None and not 0.0 <= v < 1.0:
-            raise ConfigError(f"'{section}.{name}' must be in [0, 1), not {v}.")
-    for name in ("mixup_alpha", "cutmix_alpha"):
-        v = getattr(obj, name, None)
-        if v is not None and v < 0:
-            raise ConfigError(f"'{section}.{name}' must be 0 (off) or positive, not {v}.")
-    if getattr(obj, "lr", 1.0) <= 0:
-        raise ConfigError(f"'{section}.lr' must be positive, not {obj.lr}.")
+        test = _RANGES.get(f.name)
+        if test is not None and v is not None and not test[0](v):
+            raise ConfigError(f"'{section}.{f.name}' must be {test[1]}, not {v}.")
     if isinstance(obj, TrainConfig):
         _check_selection(obj, section)
 
@@ -355,14 +432,12 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     if hint is float:
         if isinstance(value, bool):
             raise ConfigError(f"'{key}' must be a number, not {value!r}.")
-        if isinstance(value, int | float):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"'{key}' must be a number, not {value!r}.")
+        number = _as_float(value)
+        if number is None:
+            raise ConfigError(f"'{key}' must be a number, not {value!r}.")
+        if not math.isfinite(number):
+            raise ConfigError(f"'{key}' must be a finite number, not {value!r}.")
+        return number
     if hint is str:
         if isinstance(value, str):
             return value
@@ -370,3 +445,15 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             return str(value)
         raise ConfigError(f"'{key}' must be a text value, not {value!r}.")
     return value
+
+
+def _as_float(value: Any) -> float | None:
+    """``value`` as a float (numbers and numeric text), or ``None`` when it is not a number."""
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None

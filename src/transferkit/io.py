@@ -72,3 +72,104 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
+
+
+#: characters a writer adds to an output's name for the sibling it writes first (``.NAME.xxxxxxxx.tmp`` of
+#: :func:`atomic_path` with a short suffix, ``.NAME.partial`` of a run folder): a name that fits on its own but not
+#: with these would fail only after the work is done, so it is refused up front too
+_SIBLING_NAME_EXTRA = 20
+
+
+def check_output_path(path: str | os.PathLike[str], kind: str = "file", what: str = "--out") -> Path:
+    """Check, before any work, that ``path`` can be written as an output ``kind`` ("file" or "folder").
+
+    Refuses with one sentence (a :class:`~transferkit.errors.ConfigError`) what would otherwise fail only when the
+    result is written: an empty path; a name longer than the file system allows; a file path that is an existing
+    folder, or a folder path that is an existing file; a path below an existing file; a folder that may not be
+    written (permissions, read-only file system). Folders that do not exist yet are fine: writers create them.
+    ``what`` names the path in the sentence (the flag or config key it came from). Returns the path.
+    """
+    from .errors import ConfigError
+
+    if kind not in ("file", "folder"):
+        raise ValueError(f"kind must be 'file' or 'folder', not {kind!r}")
+    if not str(path).strip():
+        raise ConfigError(f"{what} is empty; give the path of the {kind} to write.")
+    p = Path(path)
+    shown = _shorten(str(p))
+    _check_name_lengths(p, what, shown)
+    try:
+        _check_kind_and_folder(p, kind, what, shown)
+    except OSError as e:  # a folder on the way that may not be searched, say
+        raise ConfigError(f"{what} '{shown}' cannot be used ({e.strerror or e}); choose another location.") from None
+    return p
+
+
+def _check_kind_and_folder(p: Path, kind: str, what: str, shown: str) -> None:
+    """The checks of :func:`check_output_path` that look at the file system (they may raise OSError)."""
+    from .errors import ConfigError
+
+    if kind == "file" and p.is_dir():
+        raise ConfigError(f"{what} '{shown}' is an existing folder; give the path of a file to write.")
+    if kind == "folder" and p.exists() and not p.is_dir():
+        raise ConfigError(f"{what} '{shown}' is an existing file; give the path of a folder to write.")
+    anchor = _nearest_existing(p.absolute().parent)
+    if not anchor.is_dir():
+        raise ConfigError(f"{what} '{shown}' lies below '{_shorten(str(anchor))}', which is a file, not a folder; "
+                          "choose another path.")
+    if not os.access(anchor, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} '{shown}' cannot be written: folder '{_shorten(str(anchor))}' is not writable "
+                          "(permissions or a read-only file system); choose another location.")
+
+
+def _check_name_lengths(p: Path, what: str, shown: str) -> None:
+    """Refuse a path whose whole or any one name is longer than the file system allows (checked before any stat)."""
+    from .errors import ConfigError
+
+    full = p.absolute()
+    anchor = _nearest_existing_quiet(full)
+    name_max = _pathconf(anchor, "PC_NAME_MAX", 255)
+    path_max = _pathconf(anchor, "PC_PATH_MAX", 4096)
+    if len(os.fsencode(full)) + _SIBLING_NAME_EXTRA >= path_max:
+        raise ConfigError(f"{what} '{shown}' is too long a path for this file system; choose a shorter one.")
+    names = list(full.parts[1:])
+    for i, name in enumerate(names):
+        limit = name_max - (_SIBLING_NAME_EXTRA if i == len(names) - 1 else 0)
+        if len(os.fsencode(name)) > limit:
+            raise ConfigError(
+                f"{what} '{shown}' has a name of {len(name)} characters, more than this file system allows "
+                f"(at most {limit} here); choose a shorter name."
+            )
+
+
+def _nearest_existing(p: Path) -> Path:
+    """``p`` or its closest ancestor that exists (as a file or a folder)."""
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _nearest_existing_quiet(p: Path) -> Path:
+    """Like :func:`_nearest_existing`, for paths not yet checked: an over-long name counts as not existing."""
+    while p != p.parent:
+        try:
+            if p.exists():
+                return p
+        except OSError:
+            pass
+        p = p.parent
+    return p
+
+
+def _pathconf(p: Path, name: str, default: int) -> int:
+    """``os.pathconf(p, name)`` where the platform and file system say, else ``default``."""
+    try:
+        value = os.pathconf(p if p.is_dir() else p.parent, name)
+    except (OSError, ValueError, AttributeError):
+        return default
+    return value if value and value > 0 else default
+
+
+def _shorten(text: str, limit: int = 80) -> str:
+    """``text`` cut in the middle to at most ``limit`` characters, for naming a path in a sentence."""
+    return text if len(text) <= limit else f"{text[: limit // 2 - 2]}...{text[-(limit // 2 - 1):]}"

@@ -6,6 +6,7 @@ use, so adding a method is one file plus one line in ``_BUILTIN_MODULES``.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
 from typing import Any
@@ -59,4 +60,30 @@ def create_method(name: str, params: dict[str, Any] | None = None) -> Any:
     from .base import build_params
 
     cls = get_method_class(name)
+    check_param_keys(cls, params or {})
     return cls(build_params(cls, params or {}))
+
+
+def check_param_keys(cls: type, params: dict[str, Any]) -> None:
+    """Refuse a ``method_params`` key the method does not have: one sentence with its valid keys and the closest.
+
+    The one place every method's parameters pass through, so every method gets the same remedy; the values are
+    then checked by the method's ``Params`` dataclass (types and ranges).
+    """
+    if not isinstance(params, dict):
+        return  # not a mapping at all: build_params says so
+    valid = sorted(f.name for f in dataclasses.fields(cls.Params))
+    unknown = [str(k) for k in params if k not in valid]
+    if not unknown:
+        return
+    given = ", ".join(f"'model.method_params.{k}'" for k in unknown)
+    if not valid:
+        were, them = ("was", "it") if len(unknown) == 1 else ("were", "them")
+        raise ConfigError(f"Method '{cls.name}' takes no method_params, but {given} {were} given; remove {them}.")
+    key = unknown[0]
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5) or [v for v in valid if v.lower() == key.lower()]
+    hint = f"; did you mean 'model.method_params.{close[0]}'?" if close else "."
+    raise ConfigError(
+        f"Unknown config key 'model.method_params.{key}' for method '{cls.name}' "
+        f"(its keys are: {', '.join(valid)}){hint}"
+    )
