@@ -373,7 +373,10 @@ def test_bad_input(case: Case, tmp_path: Path, request: pytest.FixtureRequest, c
     action = case.make(work, fitted_run)
     capsys.readouterr()
     if isinstance(action, list):
-        rc = main(action)
+        try:
+            rc = main(action)
+        except SystemExit as exit_:  # argparse's own refusals exit from inside parse_args
+            rc = exit_.code
         err = capsys.readouterr().err
         assert rc == 2, (rc, err)
         assert "Traceback" not in err, err
