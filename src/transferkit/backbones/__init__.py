@@ -105,7 +105,7 @@ def build_backbone(name: str, *, weights: str | None = None, pretrained: bool = 
 
         return HFBackbone(rest, pretrained=pretrained, weights=weights, display_name=name)
     if prefix == "module":
-        return _from_factory(rest, weights)
+        return _from_factory(rest, weights, pretrained=pretrained)
     if prefix == "mlp":
         from .small_nets import mlp
 
@@ -118,35 +118,23 @@ def build_backbone(name: str, *, weights: str | None = None, pretrained: bool = 
     raise _unknown(name)
 
 
-def _from_factory(target: str, weights: str | None) -> Backbone:
+def _from_factory(target: str, weights: str | None, *, pretrained: bool = True) -> Backbone:
     """``module:package.module:function``: the user's own model, built by a function that returns a Backbone.
 
     The function typically wraps any ``nn.Module`` in :class:`ModuleBackbone` (feature size, preprocessing, blocks).
-    ``weights`` then loads a local file into it. The spec records the target, so a saved model rebuilds by calling
-    the same function again (the package must be importable where the model is loaded).
+    The module is imported from the current folder or the Python path (:func:`~.module_backbone.run_factory`).
+    ``weights`` then loads a local file into it (a stock checkpoint's classifier may be in the file, see
+    :func:`~.module_backbone.load_user_weights`); without weights, ``pretrained=False`` re-initialises it. The spec
+    records the target, so a saved model rebuilds by calling the same function again (the package must be importable
+    where the model is loaded).
     """
-    import importlib
+    from .module_backbone import load_user_weights, randomise, run_factory
 
-    mod_name, _, attr = target.partition(":")
-    try:
-        fn = getattr(importlib.import_module(mod_name), attr) if attr else None
-    except (ImportError, AttributeError):
-        fn = None
-    if fn is None or not callable(fn):
-        raise BackboneError(
-            f"Cannot import the backbone function '{target}'; write it as module:package.module:function, "
-            "importable from where you run transferkit, returning a transferkit Backbone (e.g. a ModuleBackbone)."
-        )
-    bb = fn()
-    if not isinstance(bb, Backbone):
-        raise BackboneError(
-            f"'{target}' returned a {type(bb).__name__}, not a Backbone; wrap your nn.Module in "
-            "transferkit.backbones.ModuleBackbone(module, feature_dim, preprocessing)."
-        )
+    bb = run_factory(target)
     if weights is not None:
-        from .weights import load_into, load_state_dict
-
-        load_into(bb, load_state_dict(weights), strict=True, what=f"backbone '{target}'")
+        load_user_weights(bb, weights, what=f"backbone 'module:{target}'")
+    elif not pretrained:
+        randomise(bb, f"module:{target}")
     base_spec = bb.spec
     bb.spec = lambda: {"type": "factory", "target": target, "inner": base_spec()}  # type: ignore[method-assign]
     return bb

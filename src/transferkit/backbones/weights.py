@@ -114,7 +114,7 @@ class LoadResult(NamedTuple):
     unexpected: list[str]
 
 
-def _align_prefix(state: dict[str, torch.Tensor], own: Mapping[str, Any], extra: Sequence[str]) -> dict[str, Any]:
+def align_prefix(state: dict[str, torch.Tensor], own: Mapping[str, Any], extra: Sequence[str]) -> dict[str, Any]:
     """If no key matches, strip (or add) a wrapper prefix shared by every key of the file."""
     if not state or set(state) & set(own):
         return state
@@ -147,6 +147,7 @@ def load_into(
     source: str | os.PathLike[str] | None = None,
     optional: Sequence[str] = (),
     prefixes: Sequence[str] = (),
+    ignore_unexpected: bool = False,
 ) -> LoadResult:
     """Load ``state_dict`` into ``module`` after checking that every shared tensor has the same shape.
 
@@ -156,6 +157,9 @@ def load_into(
         source: the file name, for the error sentence.
         optional: module paths whose keys may be missing or unexpected (e.g. a classifier the file may lack).
         prefixes: extra key prefixes to try when no key matches as is (e.g. ``"bert."``).
+        ignore_unexpected: with ``strict``, keys of the file that the model does not have are no error (a stock
+            checkpoint's classifier next to the features); missing keys and wrong shapes still are. The caller
+            reports what was ignored (``LoadResult.unexpected``).
 
     Returns:
         The missing and unexpected keys (those under ``optional`` included).
@@ -165,7 +169,7 @@ def load_into(
             or unexpected.
     """
     own = module.state_dict()
-    state = _align_prefix(dict(state_dict), own, prefixes)
+    state = align_prefix(dict(state_dict), own, prefixes)
     name = f"'{source}'" if source is not None else "The weights"
     for k, v in state.items():
         if k in own and tuple(own[k].shape) != tuple(v.shape):
@@ -179,11 +183,11 @@ def load_into(
     if strict:
         bad_missing = [k for k in missing if not _under(k, optional)]
         bad_unexpected = [k for k in unexpected if not _under(k, optional)]
-        if bad_missing or bad_unexpected:
+        if bad_missing or (bad_unexpected and not ignore_unexpected):
             parts = []
             if bad_missing:
                 parts.append(f"lacks {len(bad_missing)} tensors the model has (first '{bad_missing[0]}')")
-            if bad_unexpected:
+            if bad_unexpected:  # named even when ignorable: it tells a renamed file from a truncated one
                 parts.append(f"has {len(bad_unexpected)} the model does not know (first '{bad_unexpected[0]}')")
             raise WeightsError(
                 f"{name} does not fit {what}: the file {' and '.join(parts)}; give a file saved from {what}."

@@ -136,6 +136,37 @@ def dummy_input(backbone: Backbone) -> Any:
     return torch.zeros(1, int(width), device=device)
 
 
+def _never_ran(backbone: Backbone, x: Any, missing: list[int]) -> BackboneError:
+    """The error for tapped blocks that did not run, listing the module paths that did (candidates for ``blocks=``).
+
+    Runs ``backbone`` once more with a hook on every module that holds parameters (only on this error path).
+    """
+    root = getattr(backbone, "model", None)
+    root = root if isinstance(root, nn.Module) else backbone  # adapters' block paths are relative to .model
+    names = {id(m): n for n, m in root.named_modules() if n and any(True for _ in m.parameters())}
+    ran: list[str] = []
+
+    def hook(module: nn.Module, _args: Any, _output: Any) -> None:
+        if names[id(module)] not in ran:
+            ran.append(names[id(module)])
+
+    handles = [m.register_forward_hook(hook) for m in root.modules() if id(m) in names]
+    try:
+        with torch.no_grad():
+            backbone(x)
+    except Exception:  # noqa: BLE001, S110 - only collecting which modules ran before any failure
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    shallow = sorted(ran, key=lambda n: n.count("."))  # stable: outer modules first, in the order they finished
+    shown = ", ".join(f"'{n}'" for n in shallow[:8]) + (f" and {len(shallow) - 8} more" if len(shallow) > 8 else "")
+    return BackboneError(
+        f"Block(s) {missing} never ran in the forward pass, so they cannot be tapped; for your own network pass "
+        f"blocks= to ModuleBackbone naming modules that do run (these did: {shown or 'none with parameters'})."
+    )
+
+
 class TapBackbone(Backbone):
     """Features from chosen blocks of ``backbone``, each globally pooled, concatenated in the given order.
 
@@ -212,7 +243,7 @@ class TapBackbone(Backbone):
                 h.remove()
         missing = [i for i, m in zip(self.layers or [], taps) if id(m) not in captured]
         if missing:
-            raise BackboneError(f"Block(s) {missing} never ran in the forward pass, so they cannot be tapped.")
+            raise _never_ran(self.backbone, x, missing)
         mask = x.get("attention_mask") if isinstance(x, Mapping) else None
         return final, [pool(captured[id(m)], self.pooling, mask) for m in taps]
 
