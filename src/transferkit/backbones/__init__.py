@@ -232,7 +232,7 @@ def _check_fields(spec: Any) -> str:
                 raise _damaged(f"a '{kind}' spec without '{key}'")
             continue
         if not isinstance(value, types) or (types == _INT and isinstance(value, bool)):
-            raise _damaged(f"'{key}' of a '{kind}' spec is a {type(value).__name__}")
+            raise _damaged(f"'{key}' in a '{kind}' spec has the wrong type, {type(value).__name__}")
     return kind
 
 
