@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -175,9 +176,12 @@ def test_trusted_factories_are_an_explicit_list_and_their_arguments_are_checked(
     {"type": "module", "factory": ["os", "system"], "feature_dim": 1, "preprocessing": {}},
     {"type": "fused", "parts": "os:system"},
     {"type": "tap", "backbone": "module:os:system"},
+    {"type": "module", "factory": "transferkit.backbones.small_nets:MLPFeatures", "factory_kwargs": {"dims": [4]},
+     "feature_dim": 4, "preprocessing": {"modality": "tabular", "__class__": "x"}},
     {"type": "eval"},
     ["factory", "os:system"],
-], ids=["name-not-str", "factory-not-str", "parts-not-list", "tap-not-dict", "unknown-type", "not-a-dict"])
+], ids=["name-not-str", "factory-not-str", "parts-not-list", "tap-not-dict", "bad-preprocessing", "unknown-type",
+     "not-a-dict"])
 def test_damaged_specs_are_one_sentence_not_tracebacks(spec: Any) -> None:
     with pytest.raises(BackboneError) as err:
         build_from_spec(spec, trust_code=True)
@@ -244,3 +248,16 @@ def test_cli_refuses_a_model_folder_naming_code_without_trust_code(
     assert_user_error(proc, f"{module}:make", "--trust-code")
     assert not marker.exists()
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_cli_trust_code_flag_loads_a_user_factory_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image
+
+    _saved(tmp_path / "model", backbone="module:tests.tiny:make_tiny")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    monkeypatch.setenv("PYTHONPATH", f"{ROOT / 'src'}:{ROOT}")
+    out = tmp_path / "pred.csv"
+    proc = run_cli("predict", str(tmp_path / "model"), str(tmp_path / "a.png"), "--out", str(out), "--trust-code",
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_text().count("\n") == 2  # header and one prediction

@@ -24,6 +24,7 @@ checked before they are called. Every other spec type builds only by a catalogue
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections.abc import Callable
 from typing import Any
@@ -211,6 +212,9 @@ _FIELDS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
 }
 
 
+_PREPROCESSING_FIELDS = frozenset(f.name for f in dataclasses.fields(Preprocessing))
+
+
 def _damaged(detail: str) -> BackboneError:
     return BackboneError(f"The saved backbone description is damaged ({detail}); save the model again.")
 
@@ -233,6 +237,9 @@ def _check_fields(spec: Any) -> str:
             continue
         if not isinstance(value, types) or (types == _INT and isinstance(value, bool)):
             raise _damaged(f"'{key}' in a '{kind}' spec has the wrong type, {type(value).__name__}")
+    pre = spec.get("preprocessing")
+    if isinstance(pre, dict) and (set(pre) - _PREPROCESSING_FIELDS or "modality" not in pre):
+        raise _damaged(f"its preprocessing has the fields {sorted(pre)}")
     return kind
 
 
