@@ -44,7 +44,7 @@ def _shapes(m: nn.Module) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in m.state_dict().items()}
 
 
-def _assert_contract(bb: nn.Module, x: object) -> torch.Tensor:
+def _assert_contract(bb: nn.Module, x: object, *, trust_code: bool = False) -> torch.Tensor:
     """Features (N, D), blocks cover every parameter once, spec is JSON and rebuilds the same architecture."""
     bb.eval()
     with torch.no_grad():
@@ -54,7 +54,7 @@ def _assert_contract(bb: nn.Module, x: object) -> torch.Tensor:
     check_blocks(bb, blocks)
     assert sum(p.numel() for b in blocks for p in b.parameters()) == sum(p.numel() for p in bb.parameters())
     spec = json.loads(json.dumps(bb.spec()))
-    rebuilt = build_from_spec(spec)
+    rebuilt = build_from_spec(spec, trust_code=trust_code)
     assert _shapes(rebuilt) == _shapes(bb)
     assert rebuilt.feature_dim == bb.feature_dim
     return f
@@ -319,11 +319,11 @@ def test_module_backbone_default_blocks_weights_and_spec(tmp_path: Path) -> None
     assert len(bb.blocks()) == 2
     check_blocks(bb, bb.blocks())
     assert bb(torch.randn(2, 3)).shape == (2, 4)
-    with pytest.raises(BackboneError, match="Cannot rebuild the user module"):
-        build_from_spec(json.loads(json.dumps(bb.spec())))  # a class local to this test cannot be imported
+    with pytest.raises(BackboneError, match="Cannot rebuild the user module"):  # a local class cannot be imported
+        build_from_spec(json.loads(json.dumps(bb.spec())), trust_code=True)
     kwargs = {"in_features": 3, "out_features": 2}
     lin = ModuleBackbone(nn.Linear(3, 2), 2, pre, factory="torch.nn:Linear", factory_kwargs=kwargs)
-    _assert_contract(lin, torch.randn(4, 3))
+    _assert_contract(lin, torch.randn(4, 3), trust_code=True)  # torch.nn:Linear is not a built-in factory
     with pytest.raises(BackboneError, match="not a submodule"):
         ModuleBackbone(Net(), 4, pre, blocks=[nn.Linear(1, 1)])
 

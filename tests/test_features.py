@@ -421,12 +421,12 @@ def test_models_over_tapped_and_fused_backbones_save_and_load(tmp_path: Path) ->
             for p in model.parameters():
                 p.add_(torch.randn_like(p) * 0.1)  # weights the rebuilt architecture cannot have by chance
         save_model(model, tmp_path / f"m{i}")
-        loaded = load_model(tmp_path / f"m{i}")
+        loaded = load_model(tmp_path / f"m{i}", trust_code=True)  # tests.tiny is a user factory
         assert loaded.backbone.spec() == bb.spec() and loaded.backbone.feature_dim == bb.feature_dim
         x = torch.randn(4, 3, 16, 16)
         with torch.no_grad():
             torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
-    assert isinstance(build_from_spec(fused.spec()), FusedBackbone)
+    assert isinstance(build_from_spec(fused.spec(), trust_code=True), FusedBackbone)
 
 
 @pytest.mark.slow

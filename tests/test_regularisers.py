@@ -20,7 +20,7 @@ from tests.tiny import TinyConvBackbone
 from transferkit import TransferClassifier
 from transferkit.config import ModelConfig, TrainConfig
 from transferkit.data.base import Dataset
-from transferkit.errors import ConfigError
+from transferkit.errors import ConfigError, RunError
 from transferkit.methods import create_method
 from transferkit.methods.base import FitContext
 from transferkit.methods.bss import spectral_shrinkage
@@ -392,8 +392,8 @@ def test_soft_targets_loss_matches_hand_computation(blobs_images, tmp_path: Path
     teacher.save(tmp_path / "teacher")
     model = _model()
     model.image_size = 12  # a smaller student input: the batch is converted to the teacher's 16 px
-    m = _setup("soft-targets", model, {"teacher": str(tmp_path / "teacher"), "alpha": 0.3, "temperature": 3.0},
-               train=ds)
+    m = _setup("soft-targets", model, {"teacher": str(tmp_path / "teacher"), "alpha": 0.3, "temperature": 3.0,
+                                       "trust_code": True}, train=ds)  # the teacher's backbone is tests.tiny's
     model.eval()
     x, y = torch.randn(6, 3, 12, 12), torch.tensor([0, 1, 2, 0, 1, 2])
     loss = m.training_step(model, (x, y)).loss
@@ -406,7 +406,10 @@ def test_soft_targets_loss_matches_hand_computation(blobs_images, tmp_path: Path
     want = 0.7 * F.cross_entropy(zs, y) + 0.3 * kd
     assert loss.item() == pytest.approx(want.item(), rel=1e-5)
     with pytest.raises(ConfigError, match="same label set"):
-        _setup("soft-targets", _model(classes=["x", "y", "z"]), {"teacher": str(tmp_path / "teacher")})
+        _setup("soft-targets", _model(classes=["x", "y", "z"]), {"teacher": str(tmp_path / "teacher"),
+                                                                 "trust_code": True})
+    with pytest.raises(RunError, match="tests.tiny:make_tiny.*trust_code=True"):  # a saved model is data
+        _setup("soft-targets", _model(), {"teacher": str(tmp_path / "teacher")})
     with pytest.raises(ConfigError, match="teacher"):
         create_method("soft-targets")
 
@@ -432,7 +435,7 @@ def test_method_fits_one_epoch_and_reloads_identically(blobs_images, tmp_path: P
     ds = _blobs(blobs_images)
     if method == "soft-targets":
         TransferClassifier(backbone=TINY, epochs=1, progress=False).fit(ds).save(tmp_path / "teacher")
-        params = {**params, "teacher": str(tmp_path / "teacher")}
+        params = {**params, "teacher": str(tmp_path / "teacher"), "trust_code": True}
     t0 = time.perf_counter()
     clf = TransferClassifier(backbone=backbone, method=method, method_params=params, epochs=1, batch_size=16,
                              progress=False, **train).fit(ds)
@@ -443,7 +446,7 @@ def test_method_fits_one_epoch_and_reloads_identically(blobs_images, tmp_path: P
     if method in ("lora", "bitfit"):
         assert fr.trainable_params < fr.total_params
     clf.save(tmp_path / "model")
-    again = TransferClassifier.load(tmp_path / "model")
+    again = TransferClassifier.load(tmp_path / "model", trust_code=True)  # the backbone is tests.tiny's factory
     np.testing.assert_array_equal(again.predict_proba(ds), clf.predict_proba(ds))
     assert seconds < 30, f"{method}: one epoch on 60 tiny images took {seconds:.1f} s"
 

@@ -290,16 +290,27 @@ class TransferClassifier:
         return Path(folder)
 
     @classmethod
-    def load(cls, folder: str | Path) -> TransferClassifier:
-        """Rebuild a fitted estimator from a folder written by :meth:`save` or a finished run folder."""
+    def load(cls, folder: str | Path, *, trust_code: bool = False) -> TransferClassifier:
+        """Rebuild a fitted estimator from a folder written by :meth:`save` or a finished run folder.
+
+        A model folder is data and may come from anyone: loading it never imports or runs code it names. A model
+        whose backbone is your own ``module:`` factory needs ``trust_code=True``, which imports and calls that
+        factory (and lets a later ``fit()`` of the loaded estimator do so); pass it only for a folder from a
+        source you trust. The built-in backbones need no opt-in.
+
+        Raises:
+            RunError: the folder is not a saved model, or it names code and ``trust_code`` is false.
+        """
         import json
 
         from .model import MODEL_META, load_model
 
-        model = load_model(folder)
+        model = load_model(folder, trust_code=trust_code)
         meta = json.loads((Path(folder) / MODEL_META).read_text())
         known = set(hyperparameter_names())
         params = {k: v for k, v in (meta.get("hyperparameters") or {}).items() if k in known}
+        if not trust_code:
+            _refuse_code_in_hyperparameters(params, folder)
         est = cls(**params)
         est.model_ = model
         est.classes_ = list(model.classes)
@@ -311,6 +322,29 @@ class TransferClassifier:
         if not hasattr(self, "model_"):
             raise RunError("This TransferClassifier is not fitted yet; call fit() or TransferClassifier.load().")
         return self.model_
+
+
+def _code_names(value: Any) -> list[str]:
+    """Every ``module:`` backbone name, or opt-in to code (``trust_code: true``), inside saved hyperparameters."""
+    if isinstance(value, str):
+        return [value.strip()] if value.strip().lower().startswith("module:") else []
+    if isinstance(value, dict):
+        own = ["trust_code: true"] if value.get("trust_code") is True else []
+        return own + [n for v in value.values() for n in _code_names(v)]
+    if isinstance(value, list | tuple):
+        return [n for v in value for n in _code_names(v)]
+    return []
+
+
+def _refuse_code_in_hyperparameters(params: dict[str, Any], folder: str | Path) -> None:
+    """A loaded estimator refits from its saved hyperparameters: they must not name code the caller did not trust."""
+    names = _code_names(params)
+    if names:
+        raise RunError(
+            f"The model folder '{folder}' has hyperparameters that name code ('{names[0]}'), which fit() would "
+            "import and run; pass trust_code=True (command line: --trust-code) only if it comes from a source you "
+            "trust."
+        )
 
 
 _MONITOR_NEEDS = {

@@ -2,8 +2,8 @@
 
     transferkit fit CONFIG.yaml [--set train.lr=3e-4 ...] [--resume] [--overwrite]
     transferkit fit --data animal-mnist --backbone mobilenet_v2.imagenet --method finetune --out runs/animal
-    transferkit evaluate RUN DATA [--split test]
-    transferkit predict RUN PATH [PATH ...] [--out predictions.csv]
+    transferkit evaluate RUN DATA [--split test] [--trust-code]
+    transferkit predict RUN PATH [PATH ...] [--out predictions.csv] [--trust-code]
     transferkit rank --data animal-mnist --backbones mobilenet_v2.imagenet,mobilenet_v2.imagenet@4,timm:resnet18~random
     transferkit compare CONFIG.yaml --methods source-only,dann,cdan --seeds 3 [--embedding tsne|pca|none]
     transferkit cache list | clear
@@ -27,6 +27,9 @@ from pathlib import Path
 
 from . import __version__
 from .errors import TransferkitError
+
+_TRUST_HELP = ("let the model folder import and run the backbone code it names (your own module: factory); "
+               "only for a folder from a source you trust")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -71,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("data", help="a built-in data set name, an image folder, or a CSV/TSV/JSONL file")
     e.add_argument("--split", default="test", choices=["train", "val", "test"], help="which split (default test)")
     e.add_argument("--out", help="also write the metrics to this JSON file")
+    e.add_argument("--trust-code", action="store_true", help=_TRUST_HELP)
 
     pr = sub.add_parser("predict", help="predict classes of image files/folders (or a text file, one per line)")
     pr.add_argument("run", help="a run folder (or a folder written by save())")
@@ -78,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", default="predictions.csv", help="CSV to write (default predictions.csv)")
     pr.add_argument("--top-k", type=_positive_int, default=1,
                     help="also list the k most likely classes (more than the model has: all of them)")
+    pr.add_argument("--trust-code", action="store_true", help=_TRUST_HELP)
 
     rk = sub.add_parser("rank", help="rank candidate backbones on your data without training (LogME, LEEP, ...)")
     rk.add_argument("--data", required=True, help="a built-in data set name, an image folder, or a CSV/TSV/JSONL file")
@@ -263,7 +268,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     if args.out:
         _output(args.out, "file")
-    est = TransferClassifier.load(args.run)
+    est = TransferClassifier.load(args.run, trust_code=args.trust_code)
     ds = _load_split(args.data, args.split)
     metrics = est.evaluate(ds)
     print(format_metrics_table({args.split: metrics}))
@@ -278,7 +283,7 @@ def _predict(args: argparse.Namespace) -> int:
     from .evaluate import write_predictions_csv
 
     _output(args.out, "file")
-    est = TransferClassifier.load(args.run)
+    est = TransferClassifier.load(args.run, trust_code=args.trust_code)
     modality = est.model_.preprocessing.modality
     if modality == "text":
         texts: list[str] = []

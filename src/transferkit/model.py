@@ -96,8 +96,13 @@ def save_model(model: TransferModel, folder: str | Path, extra: dict[str, Any] |
     write_json(folder / MODEL_META, meta)
 
 
-def load_model(folder: str | Path) -> TransferModel:
-    """Rebuild a saved :class:`TransferModel` from its folder, with no network and no training config."""
+def load_model(folder: str | Path, *, trust_code: bool = False) -> TransferModel:
+    """Rebuild a saved :class:`TransferModel` from its folder, with no network and no training config.
+
+    A model folder is data: nothing it names is imported or run unless ``trust_code`` is true (a folder whose
+    backbone is the user's own ``module:`` factory needs it; the built-in backbones do not), see
+    :func:`transferkit.backbones.build_from_spec`.
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -114,7 +119,7 @@ def load_model(folder: str | Path) -> TransferModel:
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError:
         raise RunError(f"'{meta_path}' is not valid JSON; the model folder is damaged, save it again.") from None
-    backbone = build_from_spec(meta["backbone"])
+    backbone = build_from_spec(meta["backbone"], trust_code=trust_code, source=f"The model folder '{folder}'")
     pre = Preprocessing.from_dict(meta["preprocessing"])
     if pre.tokenizer and not Path(pre.tokenizer).exists() and backbone.preprocessing.tokenizer:
         pre.tokenizer = backbone.preprocessing.tokenizer  # the packaged tokenizer moved with a new venv

@@ -15,14 +15,21 @@ Hub names download once for online users (and then work from the cache). Offline
 cached fails at once with a :class:`~transferkit.errors.BackboneError` that says how to give a local file. A local
 weights file (``weights=``) never needs the network. :func:`build_from_spec` rebuilds a saved model's architecture
 without weights and without network.
+
+Trust: a saved spec is data. :func:`build_from_spec` imports and calls nothing that the spec names (a ``module:``
+factory, a ``ModuleBackbone`` factory) unless the caller passes ``trust_code=True``; the toolkit's own module factories
+(:data:`TRUSTED_FACTORIES`, an explicit list, not a package prefix) need no opt-in, and their JSON arguments are
+checked before they are called. Every other spec type builds only by a catalogued name of its library.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+from collections.abc import Callable
 from typing import Any
 
-from ..errors import BackboneError
+from ..errors import BackboneError, RunError
 from .base import IMAGENET_MEAN, IMAGENET_STD, Backbone, Preprocessing
 from .catalog import CATALOG, build_catalog, imagenet_classes
 from .catalog import list_backbones as list_catalog
@@ -35,10 +42,12 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "PREFIXES",
+    "TRUSTED_FACTORIES",
     "build",
     "build_backbone",
     "build_from_spec",
     "check_blocks",
+    "code_references",
     "imagenet_classes",
     "list_backbones",
 ]
@@ -143,15 +152,133 @@ def _from_factory(target: str, weights: str | None, *, pretrained: bool = True) 
 build = build_backbone  # the name base.py's docstring uses
 
 
-def build_from_spec(spec: dict[str, Any]) -> Backbone:
-    """Rebuild the architecture described by ``Backbone.spec()``: no pretrained weights, no network.
+def _digits_cnn_kwargs(kwargs: dict[str, Any]) -> None:
+    """``DigitsCNN(dropout=...)``: a dropout probability and nothing else."""
+    dropout = kwargs.get("dropout", 0.1)
+    if set(kwargs) - {"dropout"} or isinstance(dropout, bool) or not isinstance(dropout, int | float) or not (
+        0.0 <= dropout < 1.0
+    ):
+        raise ValueError(f"DigitsCNN takes only dropout in [0, 1), not {kwargs}")
+
+
+def _mlp_kwargs(kwargs: dict[str, Any]) -> None:
+    """``MLPFeatures(dims=[...])``: what an ``mlp:`` name can give (positive whole numbers, the name's size limits)."""
+    from .small_nets import parse_mlp_name
+
+    dims = kwargs.get("dims")
+    if set(kwargs) != {"dims"} or not isinstance(dims, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) for d in dims
+    ):
+        raise ValueError(f"MLPFeatures takes only dims, a list of whole numbers, not {kwargs}")
+    try:
+        parse_mlp_name("-".join(str(d) for d in dims))
+    except BackboneError as e:
+        raise ValueError(str(e)) from None
+
+
+#: The toolkit's own ``ModuleBackbone`` factories that a saved model may name without ``trust_code``, each with the
+#: check of its keyword arguments (they come from the file too). An explicit list, never a package prefix: a folder
+#: naming any other callable, even one inside transferkit (``transferkit.io:write_text``), needs the opt-in.
+TRUSTED_FACTORIES: dict[str, Callable[[dict[str, Any]], None]] = {
+    "transferkit.backbones.small_nets:DigitsCNN": _digits_cnn_kwargs,
+    "transferkit.backbones.small_nets:MLPFeatures": _mlp_kwargs,
+}
+
+_STR, _INT, _BOOL, _DICT, _LIST = (str,), (int,), (bool,), (dict,), (list,)
+# the fields of each spec type, with the JSON types they must have (None allowed where the builder defaults them)
+_FIELDS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
+    "torchvision": {"name": (_STR, True)},
+    "timm": {"name": (_STR, True)},
+    "hf": {"name": (_STR, True), "config": (_DICT, True), "pooling": (_STR, False), "normalize": (_BOOL, False),
+           "max_length": (_INT, False), "tokenizer": (_STR, False)},
+    "module": {"factory": (_STR, True), "factory_kwargs": (_DICT, False), "feature_dim": (_INT, True),
+               "preprocessing": (_DICT, True), "blocks": (_LIST, False)},
+    "bow": {"tokenizer": (_STR, True), "dim": (_INT, True), "max_length": (_INT, True), "vocab_size": (_INT, True)},
+    "factory": {"target": (_STR, True)},
+    "tap": {"backbone": (_DICT, True), "layers": (_LIST, False), "pooling": (_STR, False)},
+    "fused": {"parts": (_LIST, True)},
+}
+
+
+_PREPROCESSING_FIELDS = frozenset(f.name for f in dataclasses.fields(Preprocessing))
+
+
+def _damaged(detail: str) -> BackboneError:
+    return BackboneError(f"The saved backbone description is damaged ({detail}); save the model again.")
+
+
+def _check_fields(spec: Any) -> str:
+    """The spec's type, after checking that every field it needs is there with the JSON type the builder expects."""
+    if not isinstance(spec, dict) or not isinstance(spec.get("type"), str):
+        raise BackboneError("The saved backbone description is not a spec dict with a 'type'; save the model again.")
+    kind = spec["type"]
+    if kind not in _FIELDS:
+        raise BackboneError(f"Unknown backbone type '{kind}' in the saved spec; it was saved by a newer transferkit.")
+    catalog = spec.get("catalog")
+    if catalog is not None and not isinstance(catalog, str):
+        raise _damaged("'catalog' is not a name")
+    for key, (types, required) in _FIELDS[kind].items():
+        value = spec.get(key)
+        if value is None:
+            if required:
+                raise _damaged(f"a '{kind}' spec without '{key}'")
+            continue
+        if not isinstance(value, types) or (types == _INT and isinstance(value, bool)):
+            raise _damaged(f"'{key}' in a '{kind}' spec has the wrong type, {type(value).__name__}")
+    pre = spec.get("preprocessing")
+    if isinstance(pre, dict) and (set(pre) - _PREPROCESSING_FIELDS or "modality" not in pre):
+        raise _damaged(f"its preprocessing has the fields {sorted(pre)}")
+    return kind
+
+
+def code_references(spec: Any) -> list[str]:
+    """The callables (``module:function``) that rebuilding ``spec`` would import and run, in spec order.
+
+    The toolkit's own factories (:data:`TRUSTED_FACTORIES`) are not listed. The spec's shape is checked on the way
+    (:class:`BackboneError` for a damaged one), so nothing is built from a spec that would fail half way.
+    """
+    kind = _check_fields(spec)
+    if kind == "factory":
+        return [spec["target"]]
+    if kind == "module":
+        return [] if spec["factory"] in TRUSTED_FACTORIES else [spec["factory"]]
+    if kind == "tap":
+        return code_references(spec["backbone"])
+    if kind == "fused":
+        return [name for part in spec["parts"] for name in code_references(part)]
+    return []
+
+
+def build_from_spec(spec: dict[str, Any], *, trust_code: bool = False, source: str | None = None) -> Backbone:
+    """Rebuild the architecture described by ``Backbone.spec()``: no pretrained weights, no network, no foreign code.
 
     A saved model carries its own weights, so only the architecture is needed: catalog backbones are rebuilt from
     the catalog with ``pretrained=False`` (MiniLM from the config in its package folder), ``hf`` backbones from the
     config stored in the spec, timm and torchvision ones by name with random initialisation.
+
+    Args:
+        spec: the description, e.g. ``model.json``'s ``backbone`` entry.
+        trust_code: allow importing and calling the user factories the spec names (``module:`` backbones, a
+            ``ModuleBackbone`` around the user's own class). Without it such a spec is refused *before* anything is
+            imported, because importing a module alone runs its code.
+        source: what the spec came from, for the message (default "The saved model").
+
+    Raises:
+        RunError: the spec names a callable outside :data:`TRUSTED_FACTORIES` and ``trust_code`` is false.
+        BackboneError: the spec is damaged, unknown, or its architecture cannot be built.
     """
-    if not isinstance(spec, dict) or "type" not in spec:
-        raise BackboneError("The saved backbone description is not a spec dict with a 'type'; save the model again.")
+    named = code_references(spec)
+    if named and not trust_code:
+        raise RunError(
+            f"{source or 'The saved model'} names the Python callable '{named[0]}' to rebuild its backbone, and "
+            "loading it would import and run that code; pass trust_code=True (command line: --trust-code) only if "
+            "it comes from a source you trust."
+        )
+    return _build_checked(spec, trust_code)
+
+
+def _build_checked(spec: dict[str, Any], trust_code: bool) -> Backbone:
+    """:func:`build_from_spec` after the trust check (``code_references`` has validated the spec's fields)."""
     kind = spec["type"]
     catalog = spec.get("catalog")
     if catalog in CATALOG and not (kind == "hf" and _catalog_missing(catalog)):
@@ -180,6 +307,12 @@ def build_from_spec(spec: dict[str, Any]) -> Backbone:
             bb.catalog_name = catalog
         return bb
     if kind == "module":
+        check = TRUSTED_FACTORIES.get(spec["factory"])
+        if check is not None:
+            try:
+                check(spec.get("factory_kwargs") or {})
+            except ValueError as e:
+                raise _damaged(str(e).rstrip(".")) from None
         return ModuleBackbone.from_spec(spec)
     if kind == "bow":
         from .bow_backbone import BowBackbone
@@ -190,12 +323,11 @@ def build_from_spec(spec: dict[str, Any]) -> Backbone:
     if kind == "tap":  # blocks of a backbone, pooled (transferkit.features)
         from ..features.taps import TapBackbone
 
-        return TapBackbone(build_from_spec(spec["backbone"]), spec.get("layers"), spec.get("pooling", "avg"))
-    if kind == "fused":  # several backbones concatenated (transferkit.features)
-        from ..features.taps import FusedBackbone
+        return TapBackbone(_build_checked(spec["backbone"], trust_code), spec.get("layers"), spec.get("pooling", "avg"))
+    # "fused": several backbones concatenated (transferkit.features); _check_fields admits no other type
+    from ..features.taps import FusedBackbone
 
-        return FusedBackbone([build_from_spec(p) for p in spec["parts"]])
-    raise BackboneError(f"Unknown backbone type '{kind}' in the saved spec; it was saved by a newer transferkit.")
+    return FusedBackbone([_build_checked(p, trust_code) for p in spec["parts"]])
 
 
 def _catalog_missing(name: str) -> bool:

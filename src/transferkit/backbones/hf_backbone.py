@@ -69,12 +69,19 @@ def _from_hub(loader: Any, name: str, shown: str, **kwargs: Any) -> Any:
         if not _hub_cached(name):
             raise offline_error(shown, reason, hf=True)
         kwargs["local_files_only"] = True
+    kwargs["trust_remote_code"] = False  # a hub repo's own Python code never runs (no opt-in exists for hf:)
     try:
         return loader(name, **kwargs)
     except OSError as e:
         if is_network_error(e) or reason is not None:
             raise offline_error(shown, f"{type(e).__name__}: {str(e).splitlines()[0]}", hf=True) from None
         raise BackboneError(f"Backbone '{shown}' cannot be loaded ({str(e).splitlines()[0]}).") from None
+    except ValueError as e:  # e.g. a repo that needs its own code (trust_remote_code), which is never allowed
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise BackboneError(
+            f"Backbone '{shown}' cannot be loaded by transformers ({first.rstrip('.')}); transferkit never runs a "
+            "model repository's own code, so use a model that transformers supports natively."
+        ) from None
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -82,15 +89,35 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return json.loads(config.to_json_string(use_diff=False))
 
 
+# Config entries that can make transformers fetch or run code instead of describing an architecture: remote model
+# classes (auto_map), hub attention kernels (attn_implementation naming a repo), quantizers, custom pipelines.
+_CODE_KEYS = ("auto_map", "custom_pipelines", "quantization_config", "trust_remote_code")
+
+
+def _code_key(key: str) -> bool:
+    return key in _CODE_KEYS or "attn_implementation" in key or "kernel" in key
+
+
 def config_from_dict(d: dict[str, Any]) -> Any:
-    """Rebuild a transformers config from :func:`config_to_dict` output, without any file or network."""
+    """Rebuild a transformers config from :func:`config_to_dict` output, without any file, network or foreign code.
+
+    The dict comes from a saved model (data someone may have sent), so only the library's own architectures are
+    accepted (``model_type`` must be one transformers ships) and entries that could steer code (:data:`_CODE_KEYS`)
+    are dropped: the stored config of a plain encoder never needs them.
+    """
     from transformers import AutoConfig
 
-    d = dict(d)
+    d = {k: v for k, v in d.items() if not _code_key(k)}
     model_type = d.pop("model_type", None)
-    if not model_type:
+    if not model_type or not isinstance(model_type, str):
         raise BackboneError("The saved backbone config has no model_type; save the model again.")
-    return AutoConfig.for_model(model_type, **d)
+    try:
+        return AutoConfig.for_model(model_type, **d)
+    except (ValueError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise BackboneError(
+            f"The saved backbone config cannot be rebuilt by transformers ({first}); save the model again."
+        ) from None
 
 
 def _encoder_only(model: nn.Module) -> nn.Module:
@@ -155,7 +182,7 @@ class HFBackbone(WrappedBackbone):
         local = is_local(name)
         source = str(Path(name).expanduser().resolve()) if local else name
         if config is not None:
-            model = AutoModel.from_config(config_from_dict(config))
+            model = AutoModel.from_config(config_from_dict(config), trust_remote_code=False)
         elif pretrained and weights is None:
             if local:
                 model = _load_local(AutoModel.from_pretrained, source, shown)
@@ -167,7 +194,7 @@ class HFBackbone(WrappedBackbone):
                 if local
                 else _from_hub(AutoConfig.from_pretrained, source, shown)
             )
-            model = AutoModel.from_config(cfg)
+            model = AutoModel.from_config(cfg, trust_remote_code=False)
         model = _encoder_only(model).float()
         if weights is not None:
             base = getattr(model, "base_model_prefix", "") or ""
@@ -222,7 +249,7 @@ class HFBackbone(WrappedBackbone):
 
 def _load_local(loader: Any, folder: str, shown: str) -> Any:
     try:
-        return loader(folder, local_files_only=True)
+        return loader(folder, local_files_only=True, trust_remote_code=False)
     except (OSError, ValueError) as e:
         raise BackboneError(
             f"Backbone '{shown}': the folder cannot be loaded by transformers ({str(e).splitlines()[0]}); it needs "

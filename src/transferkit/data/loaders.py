@@ -167,8 +167,13 @@ def load_tokenizer(path: str) -> Any:
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(path)
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=False)  # never a folder's own code
     except (OSError, ValueError) as e:
+        if "trust_remote_code" in str(e) or "custom code" in str(e):
+            raise BackboneError(
+                f"Cannot load the tokenizer '{path}': it needs its own Python code, which transferkit never runs; "
+                "use a tokenizer that transformers supports natively."
+            ) from None
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise BackboneError(
             f"Cannot load the tokenizer '{path}' ({first}); point the backbone at a local model folder."

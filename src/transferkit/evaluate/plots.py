@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -28,6 +31,80 @@ _MAX_ANNOTATED = 30
 # Beyond this many classes the tick labels would overlap even at the smallest font; they are left out.
 _MAX_LABELLED = 80
 _MAX_LABEL_CHARS = 24
+
+
+# Fonts that cover Chinese, Japanese and Korean (and much else), tried before any other installed font when a class
+# name has characters the default font lacks. Any other installed font that has every missing glyph serves too.
+_WIDE_FONTS = (
+    "Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Sans CJK TC", "Noto Sans CJK KR", "Source Han Sans SC",
+    "Source Han Sans", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei", "Droid Sans Fallback", "AR PL UMing CN",
+    "Arial Unicode MS", "Noto Sans",
+)  # fmt: skip
+# "Last Resort" has a placeholder box for every code point: it would "cover" any name without showing it.
+_PLACEHOLDER_FONTS = ("Last Resort",)
+_GLYPH_WARNING = r"Glyph .* missing from font"
+
+
+@cache
+def _charmap(path: str) -> frozenset[int]:
+    """The code points the font file at ``path`` has glyphs for (empty if it cannot be read)."""
+    from matplotlib.ft2font import FT2Font
+
+    try:
+        return frozenset(FT2Font(path).get_charmap())
+    except (OSError, RuntimeError, ValueError):
+        return frozenset()
+
+
+def _default_font_path() -> str:
+    from matplotlib import font_manager
+
+    found = font_manager.findfont(font_manager.FontProperties())
+    return str(getattr(found, "path", found))
+
+
+def _candidate_fonts() -> list[Any]:
+    """Installed fonts to draw missing glyphs with: the CJK fonts of :data:`_WIDE_FONTS` first, placeholders never."""
+    from matplotlib import font_manager
+
+    rank = {name: i for i, name in enumerate(_WIDE_FONTS)}
+    fonts = [f for f in font_manager.fontManager.ttflist if not f.name.startswith(_PLACEHOLDER_FONTS)]
+    return sorted(fonts, key=lambda f: rank.get(f.name, len(rank)))
+
+
+def label_font(labels: Sequence[str]) -> tuple[list[str] | None, list[bool]]:
+    """How to draw ``labels`` legibly: a font family list and, per label, whether every character can be drawn.
+
+    The family is ``None`` when the default font has every glyph; otherwise it is the default family followed by the
+    installed font that has the most of the missing glyphs (all of them when one does), so Latin text keeps its usual
+    look and matplotlib takes the rest glyph by glyph from the second font. A label is not drawable when no chosen
+    font has all of its characters (no CJK font installed, for instance).
+    """
+    from matplotlib import rcParams
+
+    default = _charmap(_default_font_path())
+    needed = [frozenset(ord(ch) for ch in str(label) if not ch.isspace()) for label in labels]
+    missing = frozenset().union(*needed) - default
+    if not missing:
+        return None, [True] * len(needed)
+    best_name, best = None, frozenset()
+    for entry in _candidate_fonts():
+        cmap = _charmap(str(entry.fname))
+        if len(missing & cmap) > len(missing & best):
+            best_name, best = entry.name, cmap
+            if missing <= cmap:
+                break
+    covered = default | best
+    family = [*rcParams["font.family"], best_name] if best_name is not None else None
+    return family, [n <= covered for n in needed]
+
+
+@contextmanager
+def _quiet_glyphs() -> Iterator[None]:
+    """Drawing and saving never reach the user with matplotlib's missing-glyph warnings (names are handled above)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_GLYPH_WARNING, category=UserWarning)
+        yield
 
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -64,6 +141,10 @@ def confusion_matrix_png(
     count. The figure grows with the number of classes (up to a cap); numbers are dropped above 30 classes and tick
     labels above 80, where they could no longer be read.
 
+    Class names in any script are drawn with an installed font that has their glyphs (:func:`label_font`; e.g.
+    Noto Sans CJK for Chinese names). When no installed font has them, those names are shown as ``#k`` (their index
+    in ``classes``, which ``confusion_matrix.json`` lists in order) and the axis label says so, without a warning.
+
     Raises:
         ValueError: if ``cm`` is not a square ``C x C`` matrix of non-negative counts matching ``classes``.
     """
@@ -91,15 +172,20 @@ def confusion_matrix_png(
     cbar.set_label("share of true class" if normalize else "count")
 
     font = 10 if n_classes <= 10 else 9 if n_classes <= 20 else 7
+    numbered = ""
     if n_classes <= _MAX_LABELLED:
         labels = [_short(c) for c in classes]
-        ax.set_xticks(np.arange(n_classes), labels=labels, rotation=45, ha="right", rotation_mode="anchor",
-                      fontsize=font)
-        ax.set_yticks(np.arange(n_classes), labels=labels, fontsize=font)
+        family, drawable = label_font(labels)
+        if not all(drawable):  # no installed font has these characters: number them rather than draw empty boxes
+            labels = [text if ok else f"#{k}" for k, (text, ok) in enumerate(zip(labels, drawable))]
+            numbered = " (#k: the k-th class name, in the order of confusion_matrix.json)"
+        tick = {"fontsize": font, **({"fontfamily": family} if family else {})}
+        ax.set_xticks(np.arange(n_classes), labels=labels, rotation=45, ha="right", rotation_mode="anchor", **tick)
+        ax.set_yticks(np.arange(n_classes), labels=labels, **tick)
     else:
         ax.set_xticks([])
         ax.set_yticks([])
-    ax.set_xlabel("predicted class")
+    ax.set_xlabel("predicted class" + numbered)
     ax.set_ylabel("true class")
     total = int(m.sum())
     correct = int(np.trace(m))
@@ -114,8 +200,9 @@ def confusion_matrix_png(
                 dark = colour[i, j] / vmax > 0.55
                 ax.text(j, i, text, ha="center", va="center", fontsize=font - 1 if normalize else font,
                         color="white" if dark else "black")
-    fig.tight_layout()
-    _save_png(fig, path)
+    with _quiet_glyphs():  # a title with such characters still must not warn: the names are handled above
+        fig.tight_layout()
+        _save_png(fig, path)
 
 
 _SERIES: dict[str, tuple[str, dict[str, Any]]] = {

@@ -8,6 +8,10 @@ run folder, trained on the same label set) on the student's own training batch, 
 the temperature and ``T^2`` keeps the gradient scale independent of it. ``a(t) = a * s(t)`` with the lambda
 schedule of :mod:`.regularised`.
 
+The teacher folder is data like any saved model: loading it imports and runs nothing it names, so a teacher whose
+backbone is your own ``module:`` factory also needs ``method_params.trust_code: true`` (set it only for a teacher
+from a source you trust; the built-in backbones need no opt-in).
+
 The teacher may have another backbone than the student. Image batches are converted from the student's normalisation
 and size to the teacher's (undo the student's mean/std, resize bilinearly with antialiasing, apply the teacher's);
 text teachers must share the student's tokenizer (the batch holds token ids); tabular ones the feature count.
@@ -35,6 +39,7 @@ class SoftTargetParams(ScheduleParams):
     teacher: str | None = None  # folder of a saved transferkit model trained on the same classes
     alpha: float = 0.5  # a: weight of the distillation term (1 - a on the cross-entropy)
     temperature: float = 2.0  # T
+    trust_code: bool = False  # the teacher folder may name your own module: factory (a saved model is data)
 
 
 def _stats(pre: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,7 +70,7 @@ class SoftTargets(RegularisedMethod):
         from ..model import load_model
 
         super().setup(ctx)
-        teacher = load_model(self.params.teacher)
+        teacher = load_model(self.params.teacher, trust_code=bool(self.params.trust_code))
         student = ctx.model
         if list(teacher.classes) != list(student.classes):
             raise ConfigError(
