@@ -115,10 +115,7 @@ def load_model(folder: str | Path, *, trust_code: bool = False) -> TransferModel
             f"'{folder}' is not a saved transferkit model (it needs {MODEL_META} and {MODEL_WEIGHTS}); "
             "point at a finished run folder or a folder written by save()."
         )
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError:
-        raise RunError(f"'{meta_path}' is not valid JSON; the model folder is damaged, save it again.") from None
+    meta = read_model_meta(meta_path)
     backbone = build_from_spec(meta["backbone"], trust_code=trust_code, source=f"The model folder '{folder}'")
     pre = Preprocessing.from_dict(meta["preprocessing"])
     if pre.tokenizer and not Path(pre.tokenizer).exists() and backbone.preprocessing.tokenizer:
@@ -145,6 +142,46 @@ def load_model(folder: str | Path, *, trust_code: bool = False) -> TransferModel
         )
     model.eval()
     return model
+
+
+#: the top-level entries of ``model.json`` that :func:`load_model` reads, with their JSON types
+_META_FIELDS: dict[str, type | tuple[type, ...]] = {"backbone": dict, "preprocessing": dict, "classes": list,
+                                                    "head": dict}
+_HEAD_FIELDS: dict[str, type | tuple[type, ...]] = {"kind": str, "hidden": int, "dropout": (int, float)}
+
+
+def read_model_meta(meta_path: Path) -> dict[str, Any]:
+    """``model.json`` as a dict whose entries :func:`load_model` reads all exist with the right JSON types.
+
+    A damaged or hand-edited file (not UTF-8, not JSON, an entry missing or of another type) is one sentence, never
+    a ``KeyError`` deep in the rebuild.
+    """
+    def damaged(why: str) -> RunError:
+        return RunError(f"'{meta_path}' is damaged ({why}); save the model again or use an intact copy.")
+
+    try:
+        meta = json.loads(meta_path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise damaged("it is not valid UTF-8 JSON") from None
+    if not isinstance(meta, dict):
+        raise damaged(f"it holds a {type(meta).__name__}, not an object")
+    for where, fields, obj in (("", _META_FIELDS, meta), ("head.", _HEAD_FIELDS, meta.get("head"))):
+        if not isinstance(obj, dict):
+            break
+        for key, kind in fields.items():
+            if key not in obj:
+                raise damaged(f"the entry '{where}{key}' is missing")
+            if not isinstance(obj[key], kind) or isinstance(obj[key], bool):
+                raise damaged(f"the entry '{where}{key}' has the wrong type")
+    head = meta["head"]
+    if head["kind"] not in ("linear", "mlp") or head["hidden"] < 1 or not 0 <= head["dropout"] < 1:
+        raise damaged("'head' must have kind linear or mlp, hidden >= 1 and dropout in [0, 1)")
+    classes = meta["classes"]
+    if len(classes) < 2 or not all(isinstance(c, str) for c in classes) or len(set(classes)) != len(classes):
+        raise damaged("'classes' must be two or more distinct names")
+    if meta.get("image_size") is not None and (not isinstance(meta["image_size"], int) or meta["image_size"] < 1):
+        raise damaged("'image_size' must be a positive whole number")
+    return meta
 
 
 def _dedupe_shared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
