@@ -504,7 +504,7 @@ def read_table(path: str | os.PathLike[str]) -> Any:
         raise DataError(f"Cannot read '{p}': permission denied; make the file readable.") from None
     except pd.errors.EmptyDataError:
         raise DataError(f"'{p}' is empty; {_TABLE_FORM[fmt]}.") from None
-    except (ValueError, pd.errors.ParserError, OSError) as e:
+    except (ValueError, TypeError, pd.errors.ParserError, OSError) as e:  # TypeError: a JSONL line not an object
         where = _bad_json_line(p) if fmt == "jsonl" else None
         if where is not None:
             raise DataError(f"Line {where} of '{p}' is not a JSON object; fix or remove that line.") from None
@@ -657,8 +657,8 @@ def labels_by_name(y: Any, classes: Sequence[str], name: str) -> np.ndarray:
             f"The labels of '{name}' are missing (NaN, None or empty) at {_list_rows(np.flatnonzero(miss))} "
             "(counting from 0); drop those rows or fill in the labels."
         )
-    text = [str(int(v)) if isinstance(v, float | np.floating) and float(v).is_integer() else str(v) for v in arr]
     index = {c: i for i, c in enumerate(classes)}
+    text = [_label_text(v, index) for v in arr]
     unknown = sorted(set(text) - set(index))
     if unknown:
         raise DataError(
@@ -666,6 +666,14 @@ def labels_by_name(y: Any, classes: Sequence[str], name: str) -> np.ndarray:
             f"({', '.join(list(classes)[:10])}); check the labels."
         )
     return np.array([index[t] for t in text], dtype=np.int64)
+
+
+def _label_text(v: Any, index: dict[str, int]) -> str:
+    """The class name a label value means: its text, or for an integral float not found so (``3.0``) ``"3"``."""
+    text = str(v)
+    if text not in index and isinstance(v, float | np.floating) and float(v).is_integer():
+        return str(int(v))
+    return text
 
 
 def from_text_table(
