@@ -419,3 +419,19 @@ def test_unreadable_table_and_image(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     with pytest.warns(UserWarning, match=r"cat/img0.jpg \(not readable: permission denied\)"):
         s = from_image_folder(root, 0.0, 0.0)
     assert len(s.train) == 5
+
+
+def test_unreadable_sub_folder_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = _jpeg_folder(tmp_path / "imgs", 3)
+    _write(root / "dog" / "more" / "x.jpg", _jpeg_bytes(5))
+    real_scandir = os.scandir
+
+    def scandir(path: str) -> object:
+        if str(path).endswith("dog/more"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.warns(UserWarning, match=r"dog/more \(folder not readable: Permission denied\)"):
+        s = from_image_folder(root, 0.0, 0.0)
+    assert s.train.class_counts().tolist() == [3, 3]
