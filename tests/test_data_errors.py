@@ -435,3 +435,8 @@ def test_unreadable_sub_folder_is_named(tmp_path: Path, monkeypatch: pytest.Monk
     with pytest.warns(UserWarning, match=r"dog/more \(folder not readable: Permission denied\)"):
         s = from_image_folder(root, 0.0, 0.0)
     assert s.train.class_counts().tolist() == [3, 3]
+
+
+def test_existing_path_given_as_a_name_says_to_use_data_path(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="set data.path instead of data.name"):
+        load_data(DataConfig(name=str(tmp_path)))

@@ -122,8 +122,7 @@ def _fit(args: argparse.Namespace) -> int:
         data = resolve_data_arg(args.data)
         key = "data.path" if data.path is not None else "data.name"
         overrides.insert(0, f"{key}={args.data}")
-        if key == "data.path":
-            overrides.insert(0, "data.name=null")
+        overrides.insert(0, "data.name=null" if key == "data.path" else "data.path=null")
     for flag, key in (("backbone", "model.backbone"), ("method", "model.method"), ("epochs", "train.epochs"),
                       ("out", "out")):
         value = getattr(args, flag)

@@ -126,6 +126,8 @@ def _unknown_name(name: str) -> DataError:
     """The error for a ``data.name`` that is not built in: a missing path if it looks like one, else the closest
     built-in name."""
     path = Path(name).expanduser().absolute()
+    if path.exists():
+        return DataError(f"'{name}' is a file or folder, not a built-in data set; set data.path instead of data.name.")
     if looks_like_path(name):
         return DataError(f"Data path '{path}' does not exist (no such file or folder); check the path.")
     key = canonical_name(name)
