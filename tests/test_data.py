@@ -380,8 +380,8 @@ def test_from_arrays_errors() -> None:
     bad[1, 1] = np.nan
     with pytest.raises(DataError, match="NaN"):
         from_arrays(bad, [0, 1, 0])
-    with pytest.raises(DataError, match="uint8"):
-        from_arrays(np.zeros((3, 8, 8), dtype=np.float32), [0, 1, 0], modality="image")
+    with pytest.raises(DataError, match="uint8"):  # floats are images only in [0, 1]
+        from_arrays(np.full((3, 8, 8), 2.0, dtype=np.float32), [0, 1, 0], modality="image")
     with pytest.raises(DataError, match="only 1 class"):
         from_arrays(np.zeros((3, 2)), [0, 0, 0])
 

@@ -29,13 +29,14 @@ import numpy as np
 
 from .config import (
     TARGET_MONITORS,
-    DataConfig,
     ModelConfig,
     TrainConfig,
     hyperparameter_names,
     split_hyperparameters,
 )
 from .data.base import Dataset, Splits
+from .data.coerce import as_dataset, as_splits
+from .data.coerce import expand_image_paths as _expand_image_paths  # noqa: F401 - used by the CLI
 from .errors import ConfigError, DataError, RunError
 
 
@@ -451,65 +452,3 @@ def _remap_labels(ds: Dataset, classes: list[str]) -> Dataset:
         )
     mapping = np.array([index[c] for c in ds.classes], dtype=np.int64)
     return Dataset(ds.modality, ds.inputs, mapping[ds.labels], list(classes), ds.name, dict(ds.meta))
-
-
-def as_splits(data: Any, y: Any = None) -> Splits:
-    """Coerce what a user passes to ``fit`` into :class:`Splits`."""
-    if isinstance(data, Splits):
-        return data
-    if isinstance(data, str | Path) and y is None:
-        from .data import load_data
-
-        p = Path(data)
-        cfg = DataConfig(path=str(p)) if p.exists() else DataConfig(name=str(data))
-        return load_data(cfg)
-    return Splits(train=as_dataset(data, y))
-
-
-def as_dataset(data: Any, y: Any = None, *, modality: str | None = None, classes: list[str] | None = None) -> Dataset:
-    """Coerce a Dataset, a file/folder path, a list of paths or texts, or arrays into a :class:`Dataset`."""
-    from .data import from_arrays
-
-    if isinstance(data, Dataset):
-        return data
-    if isinstance(data, Splits):
-        raise DataError("Pass one split here (e.g. splits.test), not the whole Splits object.")
-    labels = None
-    if y is not None:
-        y_arr = np.asarray(y)
-        classes_found = sorted({str(v) for v in y_arr}) if classes is None else list(classes)
-        index = {c: i for i, c in enumerate(classes_found)}
-        try:
-            labels = np.array([index[str(v)] for v in y_arr], dtype=np.int64)
-        except KeyError as e:
-            raise DataError(f"Label {e.args[0]!r} is not one of the model's classes; check the labels.") from None
-        classes = classes_found
-    if isinstance(data, str | Path):
-        data = [data]
-    if isinstance(data, list | tuple) and data and all(isinstance(v, str | Path) for v in data):
-        if modality == "text" or (modality is None and not all(Path(str(v)).exists() for v in data)):
-            return Dataset("text", [str(v) for v in data], labels, classes or ["?"], "texts")
-        return Dataset("image", _expand_image_paths(data), labels, classes or ["?"], "files")
-    if isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim in (3, 4) and modality != "tabular":
-        return Dataset("image", data, labels, classes or ["?"], "arrays")
-    if y is None:
-        arr = np.asarray(data, dtype=np.float32)
-        return Dataset("tabular", arr, None, classes or ["?"], "arrays")
-    return from_arrays(data, y, classes=classes)
-
-
-def _expand_image_paths(items: Any) -> list[str]:
-    from .data.sources import IMAGE_SUFFIXES
-
-    out: list[str] = []
-    for item in items:
-        p = Path(item)
-        if p.is_dir():
-            out.extend(str(f) for f in sorted(p.rglob("*")) if f.suffix.lower() in IMAGE_SUFFIXES)
-        elif p.exists():
-            out.append(str(p))
-        else:
-            raise DataError(f"'{p}' does not exist; give existing image files or folders.")
-    if not out:
-        raise DataError("No image files were found in the given paths; check the paths and file types.")
-    return out

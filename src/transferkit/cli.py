@@ -221,10 +221,12 @@ def _fit(args: argparse.Namespace) -> int:
     cfg = load_yaml(args.config) if args.config else RunConfig()
     overrides = list(args.overrides)
     if args.data:
-        key = "data.path" if Path(args.data).exists() else "data.name"
+        from .data import resolve_data_arg
+
+        data = resolve_data_arg(args.data)
+        key = "data.path" if data.path is not None else "data.name"
         overrides.insert(0, f"{key}={args.data}")
-        if key == "data.path":
-            overrides.insert(0, "data.name=null")
+        overrides.insert(0, "data.name=null" if key == "data.path" else "data.path=null")
     for flag, key in (("backbone", "model.backbone"), ("method", "model.method"), ("epochs", "train.epochs"),
                       ("out", "out")):
         value = getattr(args, flag)
@@ -249,12 +251,10 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 def _load_split(data: str, split: str):  # noqa: ANN202
-    from .config import DataConfig
-    from .data import load_data
+    from .data import load_data, resolve_data_arg
     from .errors import DataError
 
-    cfg = DataConfig(path=data) if Path(data).exists() else DataConfig(name=data)
-    splits = load_data(cfg)
+    splits = load_data(resolve_data_arg(data))
     ds = getattr(splits, split)
     if ds is None:
         raise DataError(f"'{data}' has no {split} split; choose --split train, val or test.")
@@ -361,16 +361,15 @@ def _methods(args: argparse.Namespace) -> int:
 
 
 def _rank(args: argparse.Namespace) -> int:
-    from .config import DataConfig
-    from .data import load_data
+    from .data import load_data, resolve_data_arg
     from .io import write_json
     from .ranking import rank_backbones
 
     if args.out:
         _output(args.out, "file")
-    cfg = DataConfig(path=args.data) if Path(args.data).exists() else DataConfig(name=args.data)
+    splits = load_data(resolve_data_arg(args.data))
     result = rank_backbones(
-        load_data(cfg), [c for c in args.backbones.split(",") if c.strip()], metrics=args.metrics.split(","),
+        splits, [c for c in args.backbones.split(",") if c.strip()], metrics=args.metrics.split(","),
         max_samples=args.max_samples, seed=args.seed, image_size=args.image_size, engine=args.engine,
         cache=not args.no_cache, progress=True,
     )

@@ -8,6 +8,7 @@ is fast); :func:`make_loader` and the transforms, which need torch, are imported
 from __future__ import annotations
 
 import difflib
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,7 @@ __all__ = [
     "load_builtin",
     "load_data",
     "make_loader",
+    "resolve_data_arg",
     "split_dataset",
     "stratified_split",
     "subsample_train",
@@ -80,9 +82,7 @@ def load_data(cfg: DataConfig) -> Splits:
     if cfg.name is not None:
         key = canonical_name(cfg.name)
         if key not in BUILTINS:
-            close = difflib.get_close_matches(key, list(BUILTINS), n=1, cutoff=0.4)
-            hint = f"did you mean '{close[0]}'?" if close else "run `transferkit datasets` to list them."
-            raise DataError(f"Unknown data set '{cfg.name}'; {hint}")
+            raise _unknown_name(cfg.name)
         splits = load_builtin(key)
     else:
         splits = _load_path(cfg)
@@ -95,6 +95,47 @@ def load_data(cfg: DataConfig) -> Splits:
     return splits
 
 
+def resolve_data_arg(text: str | Path) -> DataConfig:
+    """What a ``--data`` argument (or ``fit("...")``) names: an existing file or folder, else a built-in data set.
+
+    The one place that decides between the two, for the CLI's ``fit``, ``evaluate`` and ``rank`` and for the Python
+    API. A name that does not exist as a path is returned as ``DataConfig(name=...)``; :func:`load_data` then says
+    that the file or folder does not exist when the name looks like a path (see :func:`looks_like_path`), or that the
+    data set is unknown (with the closest name) when it does not.
+    """
+    from ..config import DataConfig
+
+    text = str(text)
+    if Path(text).expanduser().exists():
+        return DataConfig(path=text)
+    return DataConfig(name=text)
+
+
+def looks_like_path(text: str) -> bool:
+    """Whether ``text`` names a file or folder rather than a built-in data set: a path separator, ``~``, ``.``/``..``
+    or a file suffix (``reviews.csv``); built-in names have none of these."""
+    return (
+        any(sep in text for sep in ("/", "\\", os.sep))
+        or text.startswith("~")
+        or text in (".", "..")
+        or bool(Path(text).suffix)
+    )
+
+
+def _unknown_name(name: str) -> DataError:
+    """The error for a ``data.name`` that is not built in: a missing path if it looks like one, else the closest
+    built-in name."""
+    path = Path(name).expanduser().absolute()
+    if path.exists():
+        return DataError(f"'{name}' is a file or folder, not a built-in data set; set data.path instead of data.name.")
+    if looks_like_path(name):
+        return DataError(f"Data path '{path}' does not exist (no such file or folder); check the path.")
+    key = canonical_name(name)
+    close = difflib.get_close_matches(key, list(BUILTINS), n=1, cutoff=0.4)
+    hint = f"did you mean '{close[0]}'?" if close else "run `transferkit datasets` to list them."
+    return DataError(f"Unknown data set '{name}' and no file or folder '{path}' exists; {hint}")
+
+
 def _load_path(cfg: DataConfig) -> Splits:
     assert cfg.path is not None
     p = Path(cfg.path).expanduser()
@@ -105,7 +146,7 @@ def _load_path(cfg: DataConfig) -> Splits:
             p, cfg.text_column, cfg.label_column, cfg.val_fraction, cfg.test_fraction, cfg.split_seed
         )
     if not p.exists():
-        raise DataError(f"Data path '{p}' does not exist; check data.path.")
+        raise DataError(f"Data path '{p.absolute()}' does not exist; check data.path.")
     raise DataError(f"Cannot read '{p}': data.path must be an image folder or a .csv, .tsv or .jsonl file.")
 
 

@@ -24,6 +24,7 @@ number of workers. Reuse one loader across epochs with ``loader.sampler.set_epoc
 from __future__ import annotations
 
 import os
+import warnings
 import weakref
 from collections.abc import Iterator
 from functools import lru_cache
@@ -276,27 +277,46 @@ def open_image(path: str | os.PathLike[str], draft_size: int | None = None) -> t
     Raises:
         DataError: the file is missing or cannot be decoded (it may have changed since the data was checked).
     """
-    from PIL import Image
-
     try:
-        with Image.open(path) as im:
-            if draft_size and im.format == "JPEG":
-                im.draft("RGB" if im.mode != "L" else "L", (draft_size, draft_size))
-            im.load()
-            return to_uint8_chw(im)
+        return _decode(path, draft_size)
     except Exception as e:  # noqa: BLE001 - any decoding failure is the file's fault
-        why = type(e).__name__ if str(path) in str(e) or not str(e) else f"{type(e).__name__}: {e}"
         raise DataError(
-            f"Image file '{path}' cannot be read ({why}); it may have changed since the data was checked, so fix "
-            "or remove it."
+            f"Image file '{path}' cannot be read ({_decode_failure(path, e)}); it may have changed since the data was "
+            "checked, so fix or remove it."
         ) from None
 
 
+def _decode(path: str | os.PathLike[str], draft_size: int | None) -> torch.Tensor:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        if draft_size and im.format == "JPEG":
+            im.draft("RGB" if im.mode != "L" else "L", (draft_size, draft_size))
+        im.load()
+        return to_uint8_chw(im)
+
+
+def _decode_failure(path: str | os.PathLike[str], e: BaseException) -> str:
+    """Why decoding failed, in the words of the folder check (``truncated``, ``corrupt: OSError``)."""
+    if "truncated" in str(e):
+        return "truncated"
+    return type(e).__name__ if str(path) in str(e) or not str(e) else f"{type(e).__name__}: {e}"
+
+
 class _PerImageBatches(_Batches):
-    """Images transformed one by one (augmentation, or lazily decoded files), then stacked and normalised at once."""
+    """Images transformed one by one (augmentation, or lazily decoded files), then stacked and normalised at once.
+
+    With ``substitute`` (training on files), an image that fails to decode (one the up-front folder check could not
+    catch, or one that changed since) does not stop the run: it is skipped with the folder check's warning, and the
+    next readable example of the data set (cyclically) takes its place in the batch, with its own label. Which
+    example replaces which depends only on the files, so training stays deterministic and a resumed run sees the
+    same batches. Evaluation and prediction (``substitute=False``) still refuse such a file, since a substitute
+    there would change a reported metric or prediction.
+    """
 
     def __init__(
-        self, ds: Dataset, size: int, train: bool, augment: str, normalizer: BatchNormalizer, random: bool
+        self, ds: Dataset, size: int, train: bool, augment: str, normalizer: BatchNormalizer, random: bool,
+        substitute: bool = False,
     ) -> None:
         super().__init__(ds)
         self.items = ds.inputs
@@ -305,6 +325,8 @@ class _PerImageBatches(_Batches):
         self.normalize = normalizer
         self.random = random
         self.draft = size if augment != "standard" or not train else None
+        self.substitute = substitute and self.from_files
+        self.unreadable: set[int] = set()  # indices found undecodable in this process (each warned about once)
 
     def _load(self, i: int) -> Any:
         item = self.items[i]
@@ -312,16 +334,46 @@ class _PerImageBatches(_Batches):
             return open_image(item, self.draft)
         return item
 
+    def _load_or_substitute(self, i: int) -> tuple[torch.Tensor, int]:
+        """The image of row ``i``, or of the next readable row after it: (image, row used)."""
+        for k in range(self.n):
+            j = (i + k) % self.n
+            if j in self.unreadable:
+                continue
+            try:
+                return _decode(self.items[j], self.draft), j
+            except Exception as e:  # noqa: BLE001 - any decoding failure is the file's fault
+                self.unreadable.add(j)
+                self._warn(self.items[j], _decode_failure(self.items[j], e))
+        raise DataError(f"None of the {self.n} training images can be decoded; check the image files.")
+
+    @staticmethod
+    def _warn(path: str, why: str) -> None:
+        from .sources import skipped_message
+
+        note = "; another training image takes its place in each batch"
+        warnings.warn(skipped_message([(str(path), why)], os.path.dirname(str(path)), note), UserWarning,
+                      stacklevel=2)
+
     def __getitem__(self, item: tuple[int, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         seed, idx = item
         rows = idx.tolist()
-        if self.random:
-            with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[], enabled=self.random):
+            if self.random:
                 torch.manual_seed(seed)
+            if self.substitute:
+                loaded = [self._load_or_substitute(i) for i in rows]
+                if any(j != i for (_, j), i in zip(loaded, rows, strict=True)):
+                    idx = torch.tensor([j for _, j in loaded], dtype=torch.int64)
+                images = [self.transform(img) for img, _ in loaded]
+            else:
                 images = [self.transform(self._load(i)) for i in rows]
-        else:
-            images = [self.transform(self._load(i)) for i in rows]
         return self.normalize(torch.stack(images)), self.labels.index_select(0, idx)
+
+
+def _is_stored_image_array(x: np.ndarray) -> bool:
+    """Whether ``x`` is already uint8 ``(N, H, W)`` or ``(N, H, W, 3)``, the form every image consumer reads."""
+    return x.dtype == np.uint8 and (x.ndim == 3 or (x.ndim == 4 and x.shape[-1] == 3))
 
 
 def _identity(batch: Any) -> Any:
@@ -405,15 +457,15 @@ def make_loader(
         size = _resolve_size(pre, image_size)
         normalizer = BatchNormalizer(pre)
         random = train and augment != "none"
+        if isinstance(ds.inputs, np.ndarray) and not _is_stored_image_array(ds.inputs):
+            from .sources import as_image_array
+
+            # a Dataset built by hand (not through from_arrays): bring its array to the stored form, or refuse it
+            ds = Dataset(ds.modality, as_image_array(ds.inputs, ds.name), ds.labels, ds.classes, ds.name, ds.meta)
         if isinstance(ds.inputs, np.ndarray) and not random:
-            if ds.inputs.dtype != np.uint8 or ds.inputs.ndim not in (3, 4):
-                raise DataError(
-                    f"Image array '{ds.name}' must be uint8 (N, H, W) or (N, H, W, 3), not {ds.inputs.dtype} "
-                    f"{ds.inputs.shape}."
-                )
             batches: _Batches = _ArrayImageBatches(ds, size, normalizer)
         else:
-            batches = _PerImageBatches(ds, size, train, augment, normalizer, random)
+            batches = _PerImageBatches(ds, size, train, augment, normalizer, random, substitute=train)
     elif ds.modality == "text":
         if not pre.tokenizer:
             raise BackboneError("This backbone has no tokenizer, so it cannot read text; use a text backbone.")

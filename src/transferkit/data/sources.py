@@ -177,39 +177,102 @@ def _check_fractions(val_fraction: float, test_fraction: float) -> None:
 
 
 def _check_image(path: str) -> str | None:
-    """Why ``path`` is not a usable image (``"empty file"``, ``"not an image"``, ``"corrupt: ..."``), or ``None``.
+    """Why ``path`` is not a usable image (``"empty file"``, ``"not an image"``, ``"truncated"``...), or ``None``.
 
-    Opening and ``verify()``-ing is cheap: PIL reads the header and walks the chunks without decoding pixels.
+    Opening and ``verify()``-ing is cheap: PIL reads the header and walks the chunks without decoding pixels. That
+    walk proves a PNG whole (every chunk's CRC) but not a JPEG, whose ``verify()`` reads only the header; a JPEG cut
+    short (an interrupted download) would then fail only when decoded during training. So a JPEG that does not end
+    with its end-of-image marker is decoded here in full: the common whole file costs one read of its last bytes.
     """
     from PIL import Image, UnidentifiedImageError
 
+    if os.path.islink(path) and not os.path.exists(path):
+        return "broken link"
     try:
         if os.path.getsize(path) == 0:
             return "empty file"
         with Image.open(path) as im:
+            fmt = im.format
             im.verify()
+        if fmt == "JPEG" and not _ends_with_jpeg_eoi(path):
+            with Image.open(path) as im:
+                im.load()
     except UnidentifiedImageError:
         return "not an image"
+    except PermissionError:
+        return "not readable: permission denied"
     except Exception as e:  # noqa: BLE001 - any failure to read means the file cannot be used
-        return f"corrupt: {type(e).__name__}"
+        return "truncated" if "truncated" in str(e) else f"corrupt: {type(e).__name__}"
     return None
+
+
+def _ends_with_jpeg_eoi(path: str, tail: int = 4096) -> bool:
+    """Whether the JPEG end-of-image marker (FF D9) is among the last ``tail`` bytes (trailing padding allowed)."""
+    with open(path, "rb") as fh:
+        fh.seek(max(0, os.path.getsize(path) - tail))
+        return b"\xff\xd9" in fh.read()
 
 
 def _list_class_dirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _files_under(folder: Path) -> list[str]:
-    """Every non-hidden file under ``folder`` (recursively, following Keras), in sorted, reproducible order."""
+def _dir_key(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """The identity of a folder (device, inode) after following links: equal for every way to reach it."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def _files_under(folder: Path, seen: set[tuple[int, int]], skipped: list[tuple[str, str]]) -> list[str]:
+    """Every non-hidden file under ``folder`` (recursively, following links as Keras does), in sorted order.
+
+    A folder is read at most once: ``seen`` holds the identity of every folder read so far (shared by all class
+    folders of a data set), so a link back to a parent (a loop) or to a folder read elsewhere is not followed again
+    but added to ``skipped`` with the reason, as is a sub-folder that cannot be opened.
+    """
     out: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        out.extend(os.path.join(dirpath, f) for f in sorted(filenames) if not f.startswith("."))
+    stack = [str(folder)]
+    while stack:
+        current = stack.pop()
+        try:
+            with os.scandir(current) as it:
+                entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+        except OSError as e:
+            skipped.append((current, f"folder not readable: {e.strerror or type(e).__name__}"))
+            continue
+        subdirs: list[str] = []
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir()  # follows links
+            except OSError:
+                is_dir = False
+            if not is_dir:
+                out.append(entry.path)
+                continue
+            try:
+                key = _dir_key(entry.path)
+            except OSError as e:
+                skipped.append((entry.path, f"folder not readable: {e.strerror or type(e).__name__}"))
+                continue
+            if key in seen:
+                skipped.append((entry.path, "link to a folder already read"))
+                continue
+            seen.add(key)
+            subdirs.append(entry.path)
+        # depth first in sorted order: the same order as os.walk with sorted names
+        stack.extend(reversed(subdirs))
     return out
 
 
-def _scan_class_folders(folder: Path, what: str) -> tuple[list[str], list[str], list[str], list[tuple[str, str]]]:
-    """Read one root of class folders: (paths, label names, class names, skipped (path, reason) pairs)."""
+def _scan_class_folders(
+    folder: Path, what: str, seen: set[tuple[int, int]] | None = None
+) -> tuple[list[str], list[str], list[str], list[tuple[str, str]]]:
+    """Read one root of class folders: (paths, label names, class names, skipped (path, reason) pairs).
+
+    ``seen`` holds the identities of folders already read (shared across the splits of one data set, see
+    :func:`_files_under`); the root and its class folders are added to it first, so a link to any of them is
+    skipped rather than read a second time.
+    """
     if not folder.is_dir():
         raise DataError(f"Image folder '{folder}' does not exist; check the path.")
     class_dirs = _list_class_dirs(folder)
@@ -218,9 +281,12 @@ def _scan_class_folders(folder: Path, what: str) -> tuple[list[str], list[str], 
             f"The {what} folder '{folder}' has no class sub-folders; put the images of each class in their own "
             "sub-folder (e.g. cats/, dogs/)."
         )
+    seen = set() if seen is None else seen
+    seen.update(_dir_key(d) for d in [folder, *class_dirs])
     candidates: list[tuple[str, str]] = []
+    skipped: list[tuple[str, str]] = []
     for d in class_dirs:
-        candidates.extend((f, d.name) for f in _files_under(d))
+        candidates.extend((f, d.name) for f in _files_under(d, seen, skipped))
     files = [f for f, _ in candidates]
     workers = max(1, min(8, (os.cpu_count() or 1) * 2))
     if len(files) > 64 and workers > 1:
@@ -230,7 +296,6 @@ def _scan_class_folders(folder: Path, what: str) -> tuple[list[str], list[str], 
         problems = [_check_image(f) for f in files]
     paths: list[str] = []
     names: list[str] = []
-    skipped: list[tuple[str, str]] = []
     for (f, cls), why in zip(candidates, problems):
         if why is None:
             paths.append(f)
@@ -240,17 +305,30 @@ def _scan_class_folders(folder: Path, what: str) -> tuple[list[str], list[str], 
     present = set(names)
     for d in class_dirs:
         if d.name not in present:
-            raise DataError(f"Class folder '{d}' has no valid image; add images to it or remove the folder.")
+            lost = [f"{_rel(p, folder)} ({why})" for p, why in skipped if _is_under(p, d)][:3]
+            detail = f" (skipped: {', '.join(lost)})" if lost else ""
+            raise DataError(f"Class folder '{d}' has no valid image{detail}; add images to it or remove the folder.")
     return paths, names, [d.name for d in class_dirs], skipped
 
 
-def _warn_skipped(skipped: list[tuple[str, str]], root: Path) -> None:
-    if not skipped:
-        return
+def _is_under(path: str, folder: Path) -> bool:
+    return os.path.commonpath([os.path.abspath(path), os.path.abspath(folder)]) == os.path.abspath(folder)
+
+
+def skipped_message(skipped: list[tuple[str, str]], root: str | os.PathLike[str], note: str = "") -> str:
+    """The one-sentence warning that lists files (and folders) left out: ``Skipped N unreadable file(s) ...``.
+
+    Used by the folder scan and by the loader (an image that fails only when decoded), so both read alike.
+    """
+    root = Path(root)
     listed = ", ".join(f"{_rel(p, root)} ({why})" for p, why in skipped[:_MAX_LISTED])
     more = f", and {len(skipped) - _MAX_LISTED} more" if len(skipped) > _MAX_LISTED else ""
-    msg = f"Skipped {len(skipped)} unreadable file(s) under '{root}': {listed}{more}."
-    warnings.warn(msg, UserWarning, stacklevel=3)
+    return f"Skipped {len(skipped)} unreadable file(s) under '{root}': {listed}{more}{note}."
+
+
+def _warn_skipped(skipped: list[tuple[str, str]], root: Path) -> None:
+    if skipped:
+        warnings.warn(skipped_message(skipped, root), UserWarning, stacklevel=3)
 
 
 def _rel(p: str, root: Path) -> str:
@@ -302,11 +380,13 @@ def from_image_folder(
       classes of train.
     * ``root/<class>/*``: split into train/val/test by ``val_fraction`` / ``test_fraction`` (seeded, stratified).
 
-    Class names are the sub-folder names in sorted order; files are found recursively inside each class folder;
+    Class names are the sub-folder names in sorted order; files are found recursively inside each class folder,
+    following links, but no folder is read twice (a link loop, or a link to a folder read elsewhere, is skipped);
     hidden files and folders (names starting with ``.``) are ignored. Inputs are file paths, decoded lazily by the
-    loader, but every file is checked up front (PIL open + ``verify``, no pixel decoding): corrupt, empty (0-byte)
-    and non-image files are **skipped** and listed in one ``UserWarning`` (also logged), so a stray ``notes.txt``
-    or one broken download does not stop a run but is never silently dropped.
+    loader, but every file is checked up front (PIL open + ``verify``, no pixel decoding; a JPEG without its end
+    marker is decoded in full): corrupt, truncated, empty (0-byte) and non-image files, broken links and folders
+    that cannot be read or were already read are **skipped** and listed in one ``UserWarning`` (also logged), so a
+    stray ``notes.txt`` or one broken download does not stop a run but is never silently dropped.
 
     Raises:
         DataError: missing folder, a class folder without any valid image, fewer than 2 classes, no images at all,
@@ -319,16 +399,19 @@ def from_image_folder(
     name = root.name or str(root)
     split_dirs = _find_split_dirs(root)
     skipped: list[tuple[str, str]] = []
+    seen: set[tuple[int, int]] = {_dir_key(root)}
     if split_dirs is None:
-        paths, names, classes, skipped = _scan_class_folders(root, "image")
+        paths, names, classes, skipped = _scan_class_folders(root, "image", seen)
         _check_classes(classes, root)
         ds = _image_dataset(paths, names, classes, name)
         _warn_skipped(skipped, root)
         return split_dataset(ds, val_fraction, test_fraction, seed)
 
     scanned: dict[str, tuple[list[str], list[str], list[str]]] = {}
+    for folder in split_dirs.values():  # a link from one split into another is not followed either
+        seen.update(_dir_key(d) for d in [folder, *_list_class_dirs(folder)])
     for split, folder in split_dirs.items():
-        p, n, c, s = _scan_class_folders(folder, split)
+        p, n, c, s = _scan_class_folders(folder, split, seen)
         scanned[split] = (p, n, c)
         skipped.extend(s)
     classes = scanned["train"][2]
@@ -404,22 +487,103 @@ def read_table(path: str | os.PathLike[str]) -> Any:
         raise DataError(
             f"Cannot tell the format of '{p}'; use a .csv, .tsv or .jsonl file (optionally compressed, e.g. .csv.gz)."
         )
+    if p.is_dir():
+        raise DataError(f"'{p}' is a folder, not a {fmt.upper()} file; give the file itself.")
     if not p.is_file():
-        raise DataError(f"Data file '{p}' does not exist; check the path.")
+        raise DataError(f"Data file '{p.absolute()}' does not exist; check the path.")
     try:
         if fmt == "jsonl":
-            return pd.read_json(p, lines=True, dtype=False)
-        return pd.read_csv(p, sep="\t" if fmt == "tsv" else ",")
-    except (ValueError, pd.errors.ParserError, UnicodeDecodeError, OSError) as e:
+            df = pd.read_json(p, lines=True, dtype=False)
+        else:
+            df = pd.read_csv(p, sep="\t" if fmt == "tsv" else ",")
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"'{p}' is not UTF-8 text (byte {e.object[e.start]:#04x} at position {e.start}); save it as UTF-8."
+        ) from None
+    except PermissionError:
+        raise DataError(f"Cannot read '{p}': permission denied; make the file readable.") from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"'{p}' is empty; {_TABLE_FORM[fmt]}.") from None
+    except (ValueError, TypeError, pd.errors.ParserError, OSError) as e:  # TypeError: a JSONL line not an object
+        where = _bad_json_line(p) if fmt == "jsonl" else None
+        if where is not None:
+            raise DataError(f"Line {where} of '{p}' is not a JSON object; fix or remove that line.") from None
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataError(f"Cannot read '{p}' as {fmt.upper()} ({first}); check the file format.") from None
+    if df.shape[1] == 0:
+        raise DataError(f"'{p}' is empty; {_TABLE_FORM[fmt]}.")
+    return df
+
+
+_TABLE_FORM = {
+    "csv": "give a CSV file with a header row, then one row per example",
+    "tsv": "give a TSV file with a header row, then one row per example",
+    "jsonl": "give a JSONL file with one JSON object per line",
+}
+
+
+def _bad_json_line(p: Path) -> int | None:
+    """The 1-based number of the first non-blank line of a JSONL file that is not a JSON object, if one is found."""
+    import bz2
+    import gzip
+    import json
+    import lzma
+
+    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(p.suffix.lower(), open)
+    try:
+        with opener(p, "rt", encoding="utf-8") as fh:
+            for n, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    ok = isinstance(json.loads(line), dict)
+                except ValueError:
+                    ok = False
+                if not ok:
+                    return n
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _missing_labels(values: Any) -> np.ndarray:
+    """A boolean mask of missing labels: NaN, None, pandas NA, or a string that is empty or only spaces."""
+    import pandas as pd
+
+    s = values if isinstance(values, pd.Series) else pd.Series(np.asarray(values, dtype=object))
+    miss = np.array(s.isna(), dtype=bool)
+    if not pd.api.types.is_numeric_dtype(s):
+        miss |= np.fromiter((isinstance(v, str) and not v.strip() for v in s.tolist()), dtype=bool, count=len(s))
+    return miss
+
+
+def _list_rows(rows: np.ndarray, what: str = "row", start: int = 0) -> str:
+    """``"rows 3, 7 and 12"`` / ``"rows 3, 7, 12, 20, 31 and 9 more"`` for error messages (``start`` is added)."""
+    nums = [str(int(r) + start) for r in rows[:5]]
+    if len(rows) == 1:
+        return f"{what} {nums[0]}"
+    if len(rows) > 5:
+        return f"{what}s {', '.join(nums)} and {len(rows) - 5} more"
+    return f"{what}s {', '.join(nums[:-1])} and {nums[-1]}"
 
 
 def _encode_labels(values: Any, what: str) -> tuple[np.ndarray, list[str], list[Any]]:
-    """Map label values to indices into a sorted class list: (indices, class names, original values)."""
+    """Map label values to indices into a sorted class list: (indices, class names, original values).
+
+    Raises:
+        DataError: a label is missing (NaN, None, empty), or the labels look like regression targets (see
+            :func:`_check_not_regression`).
+    """
     import pandas as pd
 
     s = pd.Series(values)
+    miss = _missing_labels(s)
+    if miss.any():
+        raise DataError(
+            f"The {what} are missing (NaN, None or empty) at {_list_rows(np.flatnonzero(miss))} (counting from 0); "
+            "drop those rows or fill in the labels."
+        )
+    _check_not_regression(s, what)
     if pd.api.types.is_float_dtype(s) and len(s) and np.all(np.mod(s.to_numpy(), 1) == 0):
         s = s.astype(np.int64)
     uniq = pd.unique(s)
@@ -429,10 +593,87 @@ def _encode_labels(values: Any, what: str) -> tuple[np.ndarray, list[str], list[
         ordered = sorted(uniq.tolist(), key=str)
     names = [str(v) for v in ordered]
     if len(set(names)) != len(names):
-        raise DataError(f"The {what} has values that look the same as text ({names}); use one spelling per class.")
+        raise DataError(f"The {what} have values that look the same as text ({names}); use one spelling per class.")
+    if len(s) >= _ALL_UNIQUE_MIN_ROWS and len(names) == len(s):
+        warnings.warn(
+            f"Every one of the {len(s)} {what} is different, so each class has a single example; check that they "
+            "are class labels, not IDs or measurements.",
+            UserWarning,
+            stacklevel=3,
+        )
     index = {v: i for i, v in enumerate(ordered)}
     codes = np.fromiter((index[v] for v in s.tolist()), dtype=np.int64, count=len(s))
     return codes, names, [v.item() if isinstance(v, np.generic) else v for v in ordered]
+
+
+#: Labels all different from this many rows on get a warning (one example per class is rarely meant).
+_ALL_UNIQUE_MIN_ROWS = 10
+
+
+def _check_not_regression(s: Any, what: str) -> None:
+    """Refuse numeric labels that have a fractional part and mostly distinct values: regression targets.
+
+    The rule: some label is a non-integer number, and there are more distinct values than half the rows (so
+    most "classes" would have a single example). Non-integer numbers that repeat (half-star ratings 0.5, 1.0, 1.5,
+    ...) stay classes named by their text.
+    """
+    import pandas as pd
+
+    if pd.api.types.is_bool_dtype(s):
+        return
+    if pd.api.types.is_float_dtype(s):
+        vals = s.to_numpy(dtype=np.float64)
+    elif s.dtype == object and len(s) and all(isinstance(v, float | np.floating) for v in s.tolist()):
+        vals = np.asarray(s.tolist(), dtype=np.float64)
+    else:
+        return
+    frac = np.isfinite(vals) & (np.mod(vals, 1) != 0)
+    distinct = len(np.unique(vals))
+    if frac.any() and 2 * distinct > len(vals):
+        raise DataError(
+            f"The {what} are non-integer numbers with {distinct} distinct values in {len(vals)} rows (e.g. "
+            f"{vals[frac][0]:g}), which look like regression targets; transferkit trains classifiers, so give class "
+            "labels (integers or names, e.g. bins of the values)."
+        )
+
+
+def labels_by_name(y: Any, classes: Sequence[str], name: str) -> np.ndarray:
+    """Indices of ``y`` in ``classes``, matching each label by its text (``3``, ``3.0`` and ``"3"`` are class "3").
+
+    What ``predict``/``evaluate`` use for labels given next to a fitted model, whose classes are names.
+
+    Raises:
+        DataError: a missing label (rows named), or labels that are not among ``classes`` (listed).
+    """
+    import pandas as pd
+
+    arr = np.asarray(getattr(y, "to_numpy", lambda: y)(), dtype=object)
+    if arr.ndim != 1:
+        raise DataError(f"Labels of '{name}' must be 1-D (one label per row), not of shape {arr.shape}.")
+    s = pd.Series(arr)
+    miss = _missing_labels(s)
+    if miss.any():
+        raise DataError(
+            f"The labels of '{name}' are missing (NaN, None or empty) at {_list_rows(np.flatnonzero(miss))} "
+            "(counting from 0); drop those rows or fill in the labels."
+        )
+    index = {c: i for i, c in enumerate(classes)}
+    text = [_label_text(v, index) for v in arr]
+    unknown = sorted(set(text) - set(index))
+    if unknown:
+        raise DataError(
+            f"Labels {', '.join(repr(u) for u in unknown[:5])} of '{name}' are not among the model's classes "
+            f"({', '.join(list(classes)[:10])}); check the labels."
+        )
+    return np.array([index[t] for t in text], dtype=np.int64)
+
+
+def _label_text(v: Any, index: dict[str, int]) -> str:
+    """The class name a label value means: its text, or for an integral float not found so (``3.0``) ``"3"``."""
+    text = str(v)
+    if text not in index and isinstance(v, float | np.floating) and float(v).is_integer():
+        return str(int(v))
+    return text
 
 
 def from_text_table(
@@ -462,24 +703,25 @@ def from_text_table(
         if col not in df.columns:
             raise DataError(
                 f"Column '{col}' (the {role} column) is not in '{p.name}'; available columns are: {', '.join(cols)} "
-                f"(set data.{role}_column)."
+                f"(set data.{role}_column){_separator_hint(cols, table_format(p))}."
             )
     text = df[text_column]
     labels = df[label_column]
-    text_ok = text.notna() & (text.astype(str).str.strip() != "")
-    label_ok = labels.notna()
-    keep = (text_ok & label_ok).to_numpy()
+    text_ok = (text.notna() & (text.astype(str).str.strip() != "")).to_numpy()
+    label_ok = ~_missing_labels(labels)
+    keep = text_ok & label_ok
     dropped = int((~keep).sum())
     if dropped:
+        first_line = 1 if table_format(p) == "jsonl" else 2  # the header is line 1 of a CSV/TSV
         msg = (
             f"Dropped {dropped} row(s) of '{p.name}' with empty text ({int((~text_ok).sum())}) or a missing label "
-            f"({int((~label_ok).sum())})."
+            f"({int((~label_ok).sum())}): {_list_rows(np.flatnonzero(~keep), 'line', first_line)}."
         )
         warnings.warn(msg, UserWarning, stacklevel=2)
     if not keep.any():
         raise DataError(f"'{p.name}' has no rows with both text and a label; check the text and label columns.")
     texts = text[keep].astype(str).tolist()
-    codes, classes, values = _encode_labels(labels[keep].to_numpy(), f"label column '{label_column}'")
+    codes, classes, values = _encode_labels(labels[keep].to_numpy(), f"labels in column '{label_column}'")
     if len(classes) < 2:
         raise DataError(
             f"Label column '{label_column}' of '{p.name}' has only {len(classes)} class ({', '.join(classes)}); a "
@@ -489,9 +731,26 @@ def from_text_table(
     return split_dataset(ds, val_fraction, test_fraction, seed)
 
 
+def _separator_hint(columns: list[str], fmt: str | None) -> str:
+    """A hint when a table read as one column holds another separator in its name (a ';'-separated .csv)."""
+    if len(columns) != 1 or fmt == "jsonl":
+        return ""
+    for sep, label in ((";", "';'"), ("\t", "tabs"), ("|", "'|'"), (",", "','")):
+        if sep in columns[0]:
+            want = "tabs" if fmt == "tsv" else "','"
+            return f"; the file seems to separate columns with {label}, but a .{fmt} file must use {want}"
+    return ""
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Arrays
 # ---------------------------------------------------------------------------------------------------------------
+
+
+#: What an image array may look like, for error messages.
+IMAGE_ARRAY_FORMS = (
+    "uint8 in 0..255 or float in [0, 1], of shape (N, H, W), (N, H, W, 1 or 3) or channels-first (N, 1 or 3, H, W)"
+)
 
 
 def from_arrays(
@@ -499,25 +758,30 @@ def from_arrays(
     y: Any = None,
     classes: Sequence[str] | None = None,
     name: str = "arrays",
-    modality: Modality = "tabular",
+    modality: Modality | None = None,
 ) -> Dataset:
     """Wrap in-memory arrays as a :class:`Dataset` (one split; use :func:`split_dataset` to cut it).
 
     Args:
-        X: ``"tabular"``: a 2-D numeric numpy array or pandas DataFrame, stored as float32. ``"image"``: a uint8
-            array ``(N, H, W)`` (grey), ``(N, H, W, 1)`` or ``(N, H, W, 3)`` (RGB). ``"text"``: a sequence of str.
+        X: ``"tabular"``: a 2-D numeric numpy array or pandas DataFrame, stored as float32. ``"image"``: an array
+            (or a list of equally sized arrays) of shape ``(N, H, W)`` (grey), ``(N, H, W, 1 or 3)`` or channels-first
+            ``(N, 1 or 3, H, W)``, uint8 in 0..255 (other integer types in that range too) or float in [0, 1]; stored
+            as uint8 ``(N, H, W)`` or ``(N, H, W, 3)`` (see :func:`as_image_array`). ``"text"``: a sequence of str.
         y: labels per row (ints, strings, any sortable values; numpy array, list or pandas Series), or ``None`` for
             unlabelled data.
         classes: the class names in index order. With it, integer labels are indices into it and string labels
             must be among it; without it, classes are the sorted distinct values of ``y`` (their text is the name,
             and the original values are kept in ``meta["label_values"]``).
         name: used in reports.
-        modality: ``"tabular"`` (default), ``"image"`` or ``"text"``.
+        modality: ``"tabular"``, ``"image"`` or ``"text"``; ``None`` (default) infers it from ``X`` (see
+            :func:`infer_modality`: strings are text, 3-D and 4-D arrays images, the rest tabular).
 
     Raises:
-        DataError: wrong shape or dtype, a length mismatch between X and y, NaN/inf in tabular features, labels
-            outside ``classes``, or fewer than 2 classes.
+        DataError: wrong shape, dtype or value range, a length mismatch between X and y, NaN/inf in tabular
+            features, missing labels (NaN, None, empty; the rows are named), non-integer labels that look like
+            regression targets, labels outside ``classes``, or fewer than 2 classes.
     """
+    modality = modality or infer_modality(X)
     inputs = _check_inputs(X, modality, name)
     n = len(inputs)
     meta: dict[str, Any] = {"source": "arrays"}
@@ -541,22 +805,113 @@ def from_arrays(
                 )
             codes = y_arr.astype(np.int64)
         else:
-            index = {c: i for i, c in enumerate(cls)}
-            unknown = sorted({str(v) for v in y_arr.tolist()} - set(index))
-            if unknown:
-                raise DataError(
-                    f"Labels of '{name}' include {', '.join(unknown[:5])}, which are not among the given classes "
-                    f"({', '.join(cls)}); fix the labels or the classes."
-                )
-            codes = np.array([index[str(v)] for v in y_arr.tolist()], dtype=np.int64)
+            codes = labels_by_name(y_arr, cls, name)
     else:
-        if len(y_arr) and y_arr.dtype.kind == "f" and np.isnan(y_arr).any():
-            raise DataError(f"Labels of '{name}' contain NaN; drop those rows or fill in the labels.")
         codes, cls, values = _encode_labels(y_arr, f"labels of '{name}'")
         meta["label_values"] = values
     if len(cls) < 2:
         raise DataError(f"Data set '{name}' has only {len(cls)} class; a classifier needs at least 2.")
     return Dataset(modality, inputs, codes, cls, name, meta)
+
+
+def infer_modality(X: Any) -> Modality:
+    """The modality of in-memory inputs: a sequence of strings is text, a 3-D or 4-D array (or a list of 2-D/3-D
+    arrays) images, anything else tabular (checked as such later)."""
+    if hasattr(X, "select_dtypes") or hasattr(X, "to_numpy") and not hasattr(X, "ndim"):
+        return "tabular"
+    if isinstance(X, list | tuple) and X and all(isinstance(v, str) for v in X):
+        return "text"
+    if isinstance(X, np.ndarray) and X.dtype.kind == "U":
+        return "text"
+    if isinstance(X, list | tuple) and X and all(np.ndim(v) in (2, 3) for v in X[:1]) and _is_array_like(X[0]):
+        return "image"
+    ndim = getattr(X, "ndim", None)
+    if ndim is None:
+        try:
+            ndim = np.ndim(X)
+        except ValueError:  # ragged nested lists
+            return "tabular"
+    return "image" if ndim in (3, 4) else "tabular"
+
+
+def _is_array_like(v: Any) -> bool:
+    return hasattr(v, "__array_interface__") or hasattr(v, "__array__")
+
+
+def as_image_array(X: Any, name: str = "arrays") -> np.ndarray:
+    """In-memory images as the uint8 ``(N, H, W)`` or ``(N, H, W, 3)`` array every consumer reads.
+
+    Accepted (see :data:`IMAGE_ARRAY_FORMS`): channels last or first, with 1 or 3 channels (a 4-D array whose axis 1
+    and last axis could both be channels, like ``(N, 3, H, 3)``, is refused as ambiguous); uint8, other integer
+    types within 0..255, or floats in [0, 1] (scaled by 255 and rounded, the ``ToTensor`` convention). Floats
+    beyond [0, 1] are refused rather than guessed at: a dark photo stored as floats in 0..255 can lie entirely in
+    [0, 1], so one rule, stated in the error, is safer than a guess that silently makes images 255 times brighter.
+    A list of arrays (or PIL images) must hold images of one size.
+
+    Raises:
+        DataError: any other shape, dtype or range, NaN/inf, or images of different sizes.
+    """
+    arr = _stack_images(X, name)
+    shape = tuple(arr.shape)
+    if arr.ndim == 4:
+        first, last = shape[1], shape[-1]
+        if first in (1, 3) and last in (1, 3):
+            raise DataError(
+                f"Image array '{name}' has shape {shape}, which could be channels-first or channels-last; give "
+                "(N, H, W, C) with the channels last."
+            )
+        if first in (1, 3):
+            arr = arr.transpose(0, 2, 3, 1)
+        elif last not in (1, 3):
+            raise DataError(f"Image array '{name}' has shape {shape}; image arrays must be {IMAGE_ARRAY_FORMS}.")
+        if arr.shape[-1] == 1:
+            arr = arr[..., 0]
+    elif arr.ndim != 3:
+        raise DataError(f"Image array '{name}' has shape {shape}; image arrays must be {IMAGE_ARRAY_FORMS}.")
+    return np.ascontiguousarray(_as_uint8(arr, name))
+
+
+def _stack_images(X: Any, name: str) -> np.ndarray:
+    """``X`` as one numpy array; a list of images of different sizes is refused with the sizes named."""
+    if isinstance(X, list | tuple) and X and _is_array_like(X[0]):
+        items = [np.asarray(v) for v in X]
+        shapes = sorted({v.shape for v in items}, key=str)
+        if len(shapes) > 1:
+            raise DataError(
+                f"The images of '{name}' have different sizes ({', '.join(str(s) for s in shapes[:3])}); resize them "
+                "to one size, or save them as files and give the folder."
+            )
+        return np.stack(items) if items else np.asarray(X)
+    try:
+        return np.asarray(X)
+    except ValueError:
+        raise DataError(
+            f"The images of '{name}' have different sizes; resize them to one size, or save them as files and give "
+            "the folder."
+        ) from None
+
+
+def _as_uint8(arr: np.ndarray, name: str) -> np.ndarray:
+    if arr.dtype == np.uint8:
+        return arr
+    kind = arr.dtype.kind
+    if kind not in "iuf" or arr.size == 0:
+        if arr.size == 0 and kind in "iuf":
+            return arr.astype(np.uint8)
+        raise DataError(f"Image array '{name}' has dtype {arr.dtype}; image arrays must be {IMAGE_ARRAY_FORMS}.")
+    if kind == "f" and not np.isfinite(arr).all():
+        raise DataError(f"Image array '{name}' contains NaN or infinite values; image arrays must be "
+                        f"{IMAGE_ARRAY_FORMS}.")
+    lo, hi = float(arr.min()), float(arr.max())
+    if kind == "f" and lo >= 0.0 and hi <= 1.0:
+        return np.rint(arr * 255.0).astype(np.uint8)
+    if kind in "iu" and lo >= 0 and hi <= 255:
+        return arr.astype(np.uint8)
+    hint = " (for floats in 0..255 use X.astype(np.uint8))" if kind == "f" and lo >= 0 and hi <= 255 else ""
+    raise DataError(
+        f"Image array '{name}' holds {arr.dtype} values in [{lo:g}, {hi:g}]; image arrays must be "
+        f"{IMAGE_ARRAY_FORMS}{hint}."
+    )
 
 
 def _check_inputs(X: Any, modality: Modality, name: str) -> Any:
@@ -568,19 +923,7 @@ def _check_inputs(X: Any, modality: Modality, name: str) -> Any:
             raise DataError(f"Text inputs of '{name}' must all be strings; convert them with str() first.")
         return items
     if modality == "image":
-        arr = np.asarray(X)
-        if arr.ndim == 4 and arr.shape[-1] == 1:
-            arr = arr[..., 0]
-        if not (arr.ndim == 3 or (arr.ndim == 4 and arr.shape[-1] == 3)):
-            channels_first = arr.ndim == 4 and arr.shape[1] in (1, 3)
-            hint = " (channels go last: use X.transpose(0, 2, 3, 1))" if channels_first else ""
-            raise DataError(f"Image array '{name}' has shape {arr.shape}; it must be (N, H, W) or (N, H, W, 3){hint}.")
-        if arr.dtype != np.uint8:
-            raise DataError(
-                f"Image array '{name}' has dtype {arr.dtype}; it must be uint8 in 0..255 (for floats in [0, 1] use "
-                "(X * 255).round().astype(np.uint8))."
-            )
-        return np.ascontiguousarray(arr)
+        return as_image_array(X, name)
     if modality != "tabular":
         raise DataError(f"Unknown modality '{modality}'; use 'tabular', 'image' or 'text'.")
     if hasattr(X, "select_dtypes"):  # pandas DataFrame
@@ -598,7 +941,10 @@ def _check_inputs(X: Any, modality: Modality, name: str) -> Any:
     except (TypeError, ValueError):
         raise DataError(f"Features of '{name}' are not numeric; give a 2-D array of numbers.") from None
     if arr.ndim != 2:
-        raise DataError(f"Features of '{name}' have shape {arr.shape}; tabular data must be 2-D (rows, features).")
+        raise DataError(
+            f"Features of '{name}' have shape {arr.shape}; tabular data must be 2-D (rows, features), and image "
+            f"arrays must be {IMAGE_ARRAY_FORMS}."
+        )
     if not np.isfinite(arr).all():
         bad_rows = np.flatnonzero(~np.isfinite(arr).all(axis=1))
         raise DataError(
