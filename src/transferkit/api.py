@@ -92,12 +92,19 @@ class TransferClassifier:
         report column (on its val split, else its train split), and the oracle method's training data. ``extra``
         holds further data sets a method needs.
         """
-        import torch
+        prepared = self._prepare_fit(train, y, val=val, target=target, extra=extra)
+        return self._fit_prepared(prepared, checkpoint_dir=checkpoint_dir, resume=resume)
 
+    def _prepare_fit(self, train: Any, y: Any = None, *, val: Any = None, target: Any = None,
+                     extra: dict[str, Any] | None = None) -> _PreparedFit:
+        """Everything of :meth:`fit` that can fail on the user's input, before any training or output.
+
+        Validates the data, the settings, the method and its parameters; builds the backbone (loading
+        ``model.weights`` into it) and the model; selects the source for domain adaptation. ``transferkit fit``
+        calls this before it creates the run folder, so a mistake leaves nothing behind.
+        """
         from .methods import create_method, get_method_class
-        from .methods.base import FitContext
         from .model import TransferModel
-        from .train.loop import fit as fit_loop
         from .train.seeding import seed_everything
 
         splits = as_splits(train, y)
@@ -131,25 +138,36 @@ class TransferClassifier:
             train_ds, fit_kwargs = self._prepare_adaptation(
                 model, train_ds, val_ds, target_splits, train_cfg, method_cls, extra_ds
             )
+        return _PreparedFit(model, method, method_cls, train_ds, val_ds, extra_ds, fit_kwargs, model_cfg, train_cfg)
+
+    def _fit_prepared(self, p: _PreparedFit, *, checkpoint_dir: str | Path | None = None,
+                      resume: bool = False) -> TransferClassifier:
+        """Train what :meth:`_prepare_fit` built (the loop, or the method's own fit) and keep the chosen epoch."""
+        import torch
+
+        from .methods.base import FitContext
+        from .train.loop import fit as fit_loop
+
+        model, method, model_cfg, train_cfg = p.model, p.method, p.model_cfg, p.train_cfg
         ckpt = Path(checkpoint_dir) if checkpoint_dir else None
-        ctx = FitContext(model, train_ds, model_cfg, train_cfg, make_loader=None, extra=extra_ds,
+        ctx = FitContext(model, p.train, model_cfg, train_cfg, make_loader=None, extra=p.extra,
                          options={"checkpoint_dir": ckpt, "resume": resume})
-        custom_kwargs = dict(fit_kwargs)
-        if method_cls.uses_target_labels:
+        custom_kwargs = dict(p.fit_kwargs)
+        if p.method_cls.uses_target_labels:
             custom_kwargs.pop("sample_weights", None)  # the oracle trains on the target, not on the weighted source
-        result = method.custom_fit(ctx, val_ds, **custom_kwargs)
+        result = method.custom_fit(ctx, p.val, **custom_kwargs)
         if result is None:
-            result = fit_loop(model, method, train_ds, val_ds, model_cfg, train_cfg, checkpoint_dir=ckpt,
-                              resume=resume, extra=extra_ds, **fit_kwargs)
+            result = fit_loop(model, method, p.train, p.val, model_cfg, train_cfg, checkpoint_dir=ckpt,
+                              resume=resume, extra=p.extra, **p.fit_kwargs)
         if (train_cfg.monitor in TARGET_MONITORS and result.history
                 and train_cfg.monitor not in result.history[-1]):
             warnings.warn(f"Method '{model_cfg.method}' does not report '{train_cfg.monitor}' (it chooses its result "
-                          "its own way), so train.monitor was not used.", stacklevel=2)
+                          "its own way), so train.monitor was not used.", stacklevel=3)
         model.load_state_dict(result.best_state)
         model.to("cpu").eval()
         torch.set_grad_enabled(True)
         self.model_ = model
-        self.classes_ = list(train_ds.classes)
+        self.classes_ = list(p.train.classes)
         self.history_ = result.history
         self.fit_result_ = result
         self.method_ = method.describe()
@@ -346,6 +364,21 @@ def _refuse_code_in_hyperparameters(params: dict[str, Any], folder: str | Path) 
             "import and run; pass trust_code=True (command line: --trust-code) only if it comes from a source you "
             "trust."
         )
+
+
+@dataclasses.dataclass
+class _PreparedFit:
+    """What :meth:`TransferClassifier._prepare_fit` validated and built, ready to train."""
+
+    model: Any
+    method: Any
+    method_cls: type
+    train: Dataset
+    val: Dataset | None
+    extra: dict[str, Dataset]
+    fit_kwargs: dict[str, Any]
+    model_cfg: ModelConfig
+    train_cfg: TrainConfig
 
 
 _MONITOR_NEEDS = {

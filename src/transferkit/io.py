@@ -4,6 +4,10 @@ Every file transferkit writes goes through these helpers: the bytes land in a te
 are flushed and fsync'ed, and only then renamed over the destination with :func:`os.replace` (atomic on POSIX and
 Windows). A process killed at any moment therefore leaves either the old file or the new one, never a half-written
 one that a later command would read.
+
+Files get mode ``0o666`` and folders ``0o777``, both reduced by the process's umask, as any tool that writes user
+files does: the mode is set on the finished temporary file just before the rename, because some writers
+(``safetensors``) replace the file they are given with one of their own ``0600`` files.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,19 +29,51 @@ def atomic_path(dest: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix + ".tmp", dir=dest.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _create_temp_file(dest, suffix)
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp_path, 0o666 & ~current_umask())
         os.replace(tmp_path, dest)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the OS allows (Linux: ``/proc/self/status``).
+
+    Elsewhere it is read the only portable way, by setting and restoring it, which is not atomic across threads.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _create_temp_file(dest: Path, suffix: str) -> Path:
+    """Create a new, empty, uniquely named file next to ``dest`` with mode ``0o666 & ~umask`` (the kernel applies it).
+
+    The name keeps at most 200 characters of ``dest``'s so that a long but valid destination name still fits.
+    """
+    for _ in range(100):
+        tmp = dest.parent / f".{dest.name[:200]}.{secrets.token_hex(4)}{suffix}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(f"no free temporary name next to {dest}")
 
 
 def write_bytes(dest: str | os.PathLike[str], data: bytes) -> None:

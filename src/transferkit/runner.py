@@ -45,16 +45,34 @@ def log(msg: str) -> None:
 
 
 def run_fit(cfg: RunConfig, *, resume: bool = False) -> RunResult:
-    """Train as ``cfg`` says and write the run folder atomically (see the module docstring)."""
+    """Train as ``cfg`` says and write the run folder atomically (see the module docstring).
+
+    The run folder is locked for the whole run (a second run into it is refused), and everything that can be
+    checked (the folder's state, the data, the method and its parameters, the backbone and its weights file) is
+    checked before the ``.partial`` folder exists; a user error after that removes it unless it holds a
+    checkpoint to resume from (see :class:`~transferkit.runs.RunFolder`).
+    """
+    from .runs import RunFolder
+
+    folder = RunFolder(cfg.out, overwrite=cfg.overwrite, resume=resume)
+    if not is_main_process():
+        return _fit_in(folder, cfg, resume=resume, main=False)  # rank 0 alone owns (locks, writes) the folder
+    with folder.hold():
+        return _fit_in(folder, cfg, resume=resume, main=True)
+
+
+def _fit_in(folder: Any, cfg: RunConfig, *, resume: bool, main: bool) -> RunResult:
+    """The run itself, inside ``folder``'s lock on the main process (see :func:`run_fit`)."""
     import dataclasses
 
     from .api import TransferClassifier
     from .data import load_data
-    from .evaluate import confusion_matrix_png, learning_curves_png
-    from .io import write_json, write_text
-    from .runs import RunFolder
+    from .methods import get_method_class
 
     t0 = time.perf_counter()
+    config = cfg.to_dict()
+    if main:
+        folder.check(config)  # refuse a clash with an existing or interrupted run before any work
     splits = load_data(cfg.data)
     sizes = {k: len(v) for k, v in splits.items()}
     log(f"data: {cfg.data.name or cfg.data.path} ({splits.modality}, {len(splits.classes)} classes, "
@@ -64,23 +82,31 @@ def run_fit(cfg: RunConfig, *, resume: bool = False) -> RunResult:
         sizes.update({f"target_{k}": len(v) for k, v in target.items()})
         log(f"target: {cfg.target.name or cfg.target.path} ("
             + ", ".join(f"{k} {len(v)}" for k, v in target.items()) + "; train used without labels)")
-    folder = RunFolder(cfg.out, overwrite=cfg.overwrite, resume=resume)
     params = {**dataclasses.asdict(cfg.model), **dataclasses.asdict(cfg.train)}
     est = TransferClassifier(**params)
-    main = is_main_process()
-    work = folder.start(cfg.to_dict()) if main else folder.partial
-    from .methods import get_method_class
+    prepared = est._prepare_fit(splits, target=target)
+    work = folder.start(config) if main else folder.partial
 
     if get_method_class(cfg.model.method).frozen_backbone:
         log(f"fitting {cfg.model.method} on frozen {cfg.model.backbone} features (cached on disk)")
     else:
         log(f"training {cfg.model.method} on {cfg.model.backbone} for {cfg.train.epochs} epochs"
             + (" (resuming)" if resume else ""))
-    est.fit(splits, target=target, checkpoint_dir=folder.checkpoint_dir, resume=resume)
+    est._fit_prepared(prepared, checkpoint_dir=folder.checkpoint_dir, resume=resume)
     t_train = time.perf_counter() - t0
     if not main:
         return RunResult(folder.out, {}, {})
 
+    metrics = _evaluate_splits(est, splits, target)
+    summary = _write_run_files(work, est, metrics, cfg, sizes, t0)
+    out = folder.finalize()
+    log(f"trained in {t_train:.0f} s; run folder: {out}")
+    compact = {k: {m: v for m, v in d.items() if m != "confusion_matrix"} for k, d in metrics.items()}
+    return RunResult(out, compact, summary)
+
+
+def _evaluate_splits(est: Any, splits: Any, target: Any) -> dict[str, dict[str, Any]]:
+    """Metrics on the source val/test splits (train when neither exists) and the labelled target val/test."""
     metrics: dict[str, dict[str, Any]] = {}
     for name, ds in (("val", splits.val), ("test", splits.test)):
         if ds is not None and len(ds):
@@ -93,12 +119,21 @@ def run_fit(cfg: RunConfig, *, resume: bool = False) -> RunResult:
                 metrics[name] = est.evaluate(ds)
         if "target_test" in metrics:
             log(f"target test accuracy: {metrics['target_test']['accuracy']:.4f}")
+    return metrics
+
+
+def _write_run_files(work: Path, est: Any, metrics: dict[str, dict[str, Any]], cfg: RunConfig,
+                     sizes: dict[str, int], t0: float) -> dict[str, Any]:
+    """Write the model, history, metrics, plots and summary into the partial folder; returns the summary."""
+    from .evaluate import confusion_matrix_png, learning_curves_png
+    from .io import write_json, write_text
+
     shown = "test" if "test" in metrics else next(iter(metrics))
     est.save(work)
     history = est.history_
     write_json(work / "history.json", history)
     write_text(work / "history.csv", _history_csv(history))
-    compact = {k: {m: v for m, v in d.items() if m not in ("confusion_matrix",)} for k, d in metrics.items()}
+    compact = {k: {m: v for m, v in d.items() if m != "confusion_matrix"} for k, d in metrics.items()}
     write_json(work / "metrics.json", compact)
     cm = metrics[shown]["confusion_matrix"]
     write_json(work / "confusion_matrix.json", {"split": shown, "classes": est.classes_, "matrix": cm})
@@ -115,9 +150,7 @@ def run_fit(cfg: RunConfig, *, resume: bool = False) -> RunResult:
     if getattr(est, "selection_", None) is not None:
         summary["selection"] = est.selection_.summary()
     write_json(work / "summary.json", summary)
-    out = folder.finalize()
-    log(f"trained in {t_train:.0f} s; run folder: {out}")
-    return RunResult(out, compact, summary)
+    return summary
 
 
 def _history_csv(history: list[dict[str, Any]]) -> str:

@@ -86,13 +86,12 @@ def run_compare(
     max_points: int = 400,
     progress: bool = True,
 ) -> CompareResult:
-    """Train every method with every seed on ``cfg``'s source/target pair and write the comparison run folder."""
-    from ..api import TransferClassifier
-    from ..data import load_data
-    from ..io import write_json, write_text
-    from ..methods import get_method_class
+    """Train every method with every seed on ``cfg``'s source/target pair and write the comparison run folder.
+
+    The folder is locked for the whole comparison and created only after the settings and the data passed their
+    checks; a user error later removes it (see :class:`~transferkit.runs.RunFolder`).
+    """
     from ..runs import RunFolder
-    from .divergence import a_distance, embed_2d, model_features
 
     if cfg.target is None:
         raise ConfigError("compare needs a target data set; add a `target:` section (e.g. target: {name: mnist-m}).")
@@ -100,8 +99,25 @@ def run_compare(
         raise ConfigError("Give at least one method to compare, e.g. --methods source-only,dann.")
     if embedding not in ("tsne", "pca", "none"):
         raise ConfigError(f"Unknown embedding '{embedding}'; use tsne, pca or none.")
-    for m in methods:
-        get_method_class(m)  # unknown names fail now, with a suggestion, not after hours of training
+    folder = RunFolder(cfg.out, overwrite=cfg.overwrite)
+    with folder.hold():
+        return _compare_in(folder, cfg, methods, seeds, embedding=embedding, max_points=max_points,
+                           progress=progress)
+
+
+def _compare_in(folder: Any, cfg: RunConfig, methods: list[str], seeds: list[int], *, embedding: str,
+                max_points: int, progress: bool) -> CompareResult:
+    """:func:`run_compare` inside the folder's lock: check, load, create the folder, train, write."""
+    from ..api import TransferClassifier
+    from ..data import load_data
+    from ..io import write_json, write_text
+    from ..methods import create_method
+    from .divergence import a_distance, embed_2d, model_features
+
+    config = {**cfg.to_dict(), "compare": {"methods": methods, "seeds": seeds, "embedding": embedding}}
+    folder.check(config)
+    for m in methods:  # unknown names and parameters fail now, with a suggestion, not after hours of training
+        create_method(m, cfg.model.method_params)
     source, target = load_data(cfg.data), load_data(cfg.target)
     if list(source.classes) != list(target.classes):
         raise DataError("The source and target data have different label sets; domain adaptation needs the same "
@@ -109,8 +125,7 @@ def run_compare(
     target_eval = target.test if target.test is not None and target.test.is_labelled else None
     if target_eval is None:
         _log("note: the target has no labelled test split, so target accuracy cannot be reported")
-    folder = RunFolder(cfg.out, overwrite=cfg.overwrite)
-    work = folder.start({**cfg.to_dict(), "compare": {"methods": methods, "seeds": seeds, "embedding": embedding}})
+    work = folder.start(config)
     base_params = {**dataclasses.asdict(cfg.model), **dataclasses.asdict(cfg.train), "progress": False}
 
     runs: list[dict[str, Any]] = []

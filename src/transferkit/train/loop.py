@@ -14,6 +14,14 @@ Reproducibility and resume: all RNGs are reseeded at each epoch start from ``(se
 of every epoch. A run killed at any point and resumed repeats the interrupted epoch exactly, so it ends with the
 same metrics as an uninterrupted run with the same seed.
 
+Divergence: a non-finite training loss (or non-finite weights at the end of an epoch) stops the run at once with a
+:class:`~transferkit.errors.RunError` naming the epoch, the step and the learning rate, before that epoch's
+checkpoint is written, so the checkpoint on disk is the last good epoch. Resuming it with a lower ``train.lr`` is
+allowed: the optimizer's and the scheduler's learning rates are scaled by the ratio of the new ``train.lr`` to the
+checkpoint's. The check costs no device synchronisation per step on a GPU: the losses are kept on the device and
+looked at every :data:`FINITE_CHECK_EVERY` steps (every step on a CPU, where reading a value is free); with several
+processes it is made once per epoch, on the loss summed over all of them, so every process stops together.
+
 Several processes (``accelerate launch`` / ``torchrun``, one per GPU, or several CPU processes on gloo): the model and
 the method are wrapped together as one module (:class:`_Step`) whose forward is the method's training step, and
 Accelerate puts that in DistributedDataParallel. DDP then sees one forward per step that covers every trainable
@@ -51,6 +59,8 @@ from .schedules import build_optimizer, build_scheduler
 from .seeding import epoch_seed, seed_everything, set_deterministic
 
 CHECKPOINT = "checkpoint.pt"
+#: Steps between two looks at the training loss on a GPU (each look waits for the device to catch up).
+FINITE_CHECK_EVERY = 16
 
 
 @dataclass
@@ -142,14 +152,19 @@ def fit(
     best_state = _cpu_state(model)
     ckpt_path = checkpoint_dir / CHECKPOINT if checkpoint_dir is not None else None
     if resume and ckpt_path is not None and ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        method.load_state_dict(state["method"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        history, start_epoch = state["history"], int(state["epoch"])
-        best_value, best_epoch, bad_epochs = float(state["best_value"]), int(state["best_epoch"]), int(state["bad"])
-        best_state = state["best_state"]
+        state = _load_checkpoint(ckpt_path)
+        try:
+            model.load_state_dict(state["model"])
+            method.load_state_dict(state["method"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            history, start_epoch = state["history"], int(state["epoch"])
+            best_value, best_epoch, bad_epochs = float(state["best_value"]), int(state["best_epoch"]), int(state["bad"])
+            best_state = state["best_state"]
+        except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as e:
+            raise RunError(f"The checkpoint '{ckpt_path}' does not fit this run ({_short(e)}) and was not loaded; "
+                           "start the run again with --overwrite.") from None
+        _rescale_lr(optimizer, scheduler, cfg.lr / float(state.get("train_lr", cfg.lr)))
 
     sign = -1.0 if "loss" in cfg.monitor else 1.0
     stopped_early = False
@@ -159,8 +174,11 @@ def fit(
         method.on_epoch_start(model, epoch)
         method.train_mode(model)
         train_loader = loader(train, train=True, epoch=epoch, weights=sample_weights)
-        row = _train_epoch(accelerator, model, method, step, optimizer, scheduler, sched_when, train_loader, cfg,
-                           epoch, steps_per_epoch, total_steps)
+        try:
+            row = _train_epoch(accelerator, model, method, step, optimizer, scheduler, sched_when, train_loader, cfg,
+                               epoch, steps_per_epoch, total_steps)
+        except _Diverged as d:  # the checkpoint on disk is still the last good epoch's
+            raise RunError(d.sentence(cfg, resumable=ckpt_path is not None and epoch > 0)) from None
         row["lr"] = max(g["lr"] for g in optimizer.param_groups)
         if val is not None and len(val):
             logits = predict_logits(model, val, batch_size=max(cfg.batch_size, 128),
@@ -186,7 +204,7 @@ def fit(
                 "model": _cpu_state(model), "method": _cpu_dict(method.state_dict()),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "history": history,
                 "epoch": epoch + 1, "best_value": best_value, "best_epoch": best_epoch, "bad": bad_epochs,
-                "best_state": best_state,
+                "best_state": best_state, "train_lr": cfg.lr,
             })
         if cfg.early_stopping is not None and monitored and bad_epochs >= cfg.early_stopping:
             stopped_early = True
@@ -221,6 +239,8 @@ def _train_epoch(accelerator, model, method, step, optimizer, scheduler, sched_w
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
     params = [p for g in optimizer.param_groups for p in g["params"]]
+    watch = _LossWatch(device, every=1 if device.type == "cpu" else FINITE_CHECK_EVERY,
+                       per_step=accelerator.num_processes == 1)
     bar = tqdm(train_loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                disable=not cfg.progress or not accelerator.is_main_process, mininterval=1.0, dynamic_ncols=True)
     for i, batch in enumerate(bar):
@@ -240,11 +260,97 @@ def _train_epoch(accelerator, model, method, step, optimizer, scheduler, sched_w
         if logits is not None and y.ndim == 1:
             correct += (logits.detach().argmax(1) == y).sum()
         seen += n
+        bad = watch.add(i, loss.detach())
+        if bad is not None:
+            bar.close()
+            raise _diverged(epoch, bad, steps_per_epoch, watch.value(bad), optimizer)
         if bar.disable is False and i % 20 == 0:
             bar.set_postfix(loss=f"{loss_sum.item() / max(1, seen):.4f}")
     bar.close()
+    _check_epoch_finite(accelerator, watch, loss_sum, params, epoch, steps_per_epoch, optimizer)
     return {"epoch": epoch + 1, "train_loss": loss_sum.item() / max(1, seen),
             "train_accuracy": correct.item() / max(1, seen)}
+
+
+class _Diverged(Exception):
+    """Raised inside an epoch when the loss or the weights stopped being finite; :func:`fit` words it for the user."""
+
+    def __init__(self, epoch: int, step: int | None, steps: int, value: float, lr: float) -> None:
+        super().__init__(epoch, step, steps, value, lr)
+        self.epoch, self.step, self.steps, self.value, self.lr = epoch, step, steps, value, lr
+
+    def sentence(self, cfg: TrainConfig, resumable: bool) -> str:
+        """Where it diverged, at which learning rate, and how to continue (from the last good epoch when saved)."""
+        where = (f"at epoch {self.epoch + 1}, step {self.step + 1} of {self.steps}: the loss became {self.value}"
+                 if self.step is not None else f"in epoch {self.epoch + 1}: the loss or the weights became non-finite")
+        lower = f"lower train.lr (e.g. --set train.lr={cfg.lr / 10:g})"
+        if not cfg.grad_clip:
+            lower += " or set train.grad_clip (e.g. 1.0)"
+        then = (f"continue from the last good epoch ({self.epoch}) with --resume" if resumable
+                else "train again")
+        return f"Training diverged {where} with learning rate {self.lr:.3g}; {lower} and {then}."
+
+
+class _LossWatch:
+    """Finds the first non-finite training loss of an epoch without a device synchronisation per step.
+
+    The losses since the last look stay on the device (one tiny copy per step); every ``every`` steps one
+    ``any()`` reads whether one of them is non-finite. With ``per_step=False`` (several processes, where one
+    process stopping alone would leave the others waiting in the gradient exchange) it only looks at the end of the
+    epoch, through :func:`_check_epoch_finite`.
+    """
+
+    def __init__(self, device: torch.device, *, every: int, per_step: bool) -> None:
+        self.every = every if per_step else 0
+        self.window = torch.zeros(max(1, every), device=device)
+        self.start = 0  # the step of window[0]
+        self.count = 0  # losses in the window
+        self.bad_values: dict[int, float] = {}
+
+    def add(self, i: int, loss: torch.Tensor) -> int | None:
+        """Record step ``i``'s loss; the first non-finite step when this look finds one, else None."""
+        if not self.every:
+            return None
+        if self.count == 0:
+            self.start = i
+        self.window[self.count] = loss.float()
+        self.count += 1
+        return self.look() if self.count == self.every else None
+
+    def look(self) -> int | None:
+        """The first non-finite step among the recorded losses (one device read), else None; empties the window."""
+        if not self.count:
+            return None
+        w = self.window[: self.count]
+        self.count = 0
+        bad = ~torch.isfinite(w)
+        if not bool(bad.any()):
+            return None
+        k = int(bad.nonzero()[0])
+        self.bad_values[self.start + k] = float(w[k])
+        return self.start + k
+
+    def value(self, step: int) -> float:
+        return self.bad_values.get(step, math.nan)
+
+
+def _check_epoch_finite(accelerator, watch: _LossWatch, loss_sum: torch.Tensor, params: list[torch.Tensor],
+                        epoch: int, steps: int, optimizer) -> None:
+    """At the end of an epoch: the losses not looked at yet, then the weights (once, summed over processes)."""
+    bad = watch.look()
+    if bad is not None:
+        raise _diverged(epoch, bad, steps, watch.value(bad), optimizer)
+    norms = torch._foreach_norm([p.detach() for p in params]) if params else []
+    flags = torch.stack([(~torch.isfinite(loss_sum)).float(),
+                         *(((~torch.isfinite(n)).float()) for n in norms)]).sum()
+    if accelerator.num_processes > 1:
+        flags = accelerator.reduce(flags, reduction="sum")
+    if float(flags) > 0:
+        raise _diverged(epoch, None, steps, math.nan, optimizer)
+
+
+def _diverged(epoch: int, step: int | None, steps: int, value: float, optimizer) -> _Diverged:
+    return _Diverged(epoch, step, steps, value, max(g["lr"] for g in optimizer.param_groups))
 
 
 class _Step(torch.nn.Module):
@@ -294,6 +400,40 @@ def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def _cpu_dict(state: dict[str, Any]) -> dict[str, Any]:
     return {k: (v.detach().cpu() if torch.is_tensor(v) else copy.deepcopy(v)) for k, v in state.items()}
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    """The checkpoint as plain tensors (``weights_only=True``); one sentence when it is anything else or damaged."""
+    import pickle
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise RunError(f"The checkpoint '{path}' is not a plain tensor file and was not loaded; start the run again "
+                       "with --overwrite.") from None
+    except Exception as e:  # noqa: BLE001 - a damaged file raises anything from EOFError to IndexError
+        raise RunError(f"The checkpoint '{path}' cannot be read ({_short(e)}) and was not loaded; start the run "
+                       "again with --overwrite.") from None
+
+
+def _short(e: BaseException) -> str:
+    """The first line of an exception's message, without a trailing full stop, for use inside a sentence."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return text.rstrip(".")[:160]
+
+
+def _rescale_lr(optimizer: torch.optim.Optimizer, scheduler: Any, factor: float) -> None:
+    """Scale every learning rate the optimizer and the scheduler hold by ``factor`` (``train.lr`` changed on resume)."""
+    if factor == 1.0:
+        return
+    for g in optimizer.param_groups:
+        g["lr"] *= factor
+        if "initial_lr" in g:
+            g["initial_lr"] *= factor
+    for attr in ("base_lrs", "_last_lr"):
+        values = getattr(scheduler, attr, None)
+        if isinstance(values, list):
+            setattr(scheduler, attr, [v * factor for v in values])
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
