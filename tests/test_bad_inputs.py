@@ -30,7 +30,7 @@ from transferkit.cli import main
 from transferkit.errors import TransferkitError
 
 TINY = ["--backbone", "timm:test_resnet", "--set", "model.pretrained=false", "--set", "model.image_size=32",
-        "--set", "train.progress=false", "--set", "train.batch_size=8"]
+        "--set", "train.progress=false"]
 
 
 # --- shared material ------------------------------------------------------------------------------------------
@@ -87,6 +87,7 @@ class Case:
     make: Callable[[Path, Callable[[], Path]], list[str] | Callable[[], Any]]
     fragments: tuple[str, ...] = ()
     absent: tuple[str, ...] = ("out",)  # names under tmp that must not exist afterwards
+    kept: tuple[str, ...] = ()  # what the user had before the command and must still have (an interrupted run)
     extra_check: Callable[[Path], None] | None = None
     marks: list[Any] = field(default_factory=list)
 
@@ -192,8 +193,7 @@ CASES: list[Case] = [
     # ---- weights files (all detected before a run folder exists) --------------------------------------------------
     Case("weights-pickle", lambda t, f: _fit(t, "--set", f"model.weights={write_pickle(t / 'w.pt', t / 'pwned')}"),
          extra_check=_nothing_unpickled),
-    Case("weights-wrong-shape", lambda t, f: _fit(t, "--set", f"model.weights={tiny_weights(t / 'w.safetensors')}"),
-         ("shape",)),
+    Case("weights-wrong-shape", lambda t, f: _fit(t, "--set", f"model.weights={_wrong_shape(t)}"), ("shape",)),
     Case("weights-wrong-keys", lambda t, f: _fit(t, "--set", f"model.weights={_wrong_keys(t)}")),
     Case("weights-truncated", lambda t, f: _fit(t, "--set", f"model.weights={_truncated_weights(t)}")),
     Case("weights-missing-file", lambda t, f: _fit(t, "--set", f"model.weights={t / 'none.safetensors'}"),
@@ -205,9 +205,9 @@ CASES: list[Case] = [
     Case("out-name-too-long", lambda t, f: _fit(t, "--set", f"out={t / ('r' * 300)}")),
     Case("resume-nothing", lambda t, f: _fit(t, "--resume"), ("resume",)),
     Case("resume-onto-pickle-checkpoint", lambda t, f: _resume_onto(f, t, lambda p: write_pickle(p, t / "pwned")),
-         ("checkpoint",), absent=("out",), extra_check=_nothing_unpickled),
+         ("checkpoint",), kept=(".out.partial",), extra_check=_nothing_unpickled),
     Case("resume-onto-truncated-checkpoint", lambda t, f: _resume_onto(f, t, lambda p: p.write_bytes(b"PK\x03\x04")),
-         ("checkpoint",)),
+         ("checkpoint",), kept=(".out.partial",)),
     Case("monitor-needs-target", lambda t, f: _fit(t, "--set", "train.monitor=snd"), ("target",)),
     # ---- predict / evaluate ----------------------------------------------------------------------------------
     Case("predict-top-k-negative", lambda t, f: _predict(f, t, "--top-k", "-1", "--out", str(t / "out.csv")),
@@ -306,6 +306,15 @@ def _empty_dir(t: Path) -> str:
     return str(t / "empty")
 
 
+def _wrong_shape(t: Path) -> Path:
+    """Every tensor of the tiny backbone, one of them the wrong shape."""
+    import timm
+
+    state = {k: v.clone() for k, v in timm.create_model("test_resnet", num_classes=0).state_dict().items()}
+    state["conv1.0.weight"] = state["conv1.0.weight"][:, :1].contiguous()
+    return tiny_weights(t / "w.safetensors", state)
+
+
 def _wrong_keys(t: Path) -> Path:
     import torch
 
@@ -359,8 +368,8 @@ def _one_sentence(message: str) -> None:
     assert not _TWO_SENTENCES.search(message), f"more than one sentence: {message!r}"
 
 
-def _left_behind(tmp: Path, absent: tuple[str, ...]) -> list[str]:
-    partial = [str(p) for p in tmp.rglob("*.partial")]
+def _left_behind(tmp: Path, absent: tuple[str, ...], kept: tuple[str, ...] = ()) -> list[str]:
+    partial = [str(p) for p in tmp.rglob("*.partial") if p.relative_to(tmp).as_posix() not in kept]
     return partial + [name for name in absent if (tmp / name).exists()]
 
 
@@ -390,7 +399,9 @@ def test_bad_input(case: Case, tmp_path: Path, request: pytest.FixtureRequest, c
     _one_sentence(message)
     for fragment in case.fragments:
         assert fragment.lower() in message.lower(), (fragment, message)
-    assert not _left_behind(work, case.absent), _left_behind(work, case.absent)
+    assert not _left_behind(work, case.absent, case.kept), _left_behind(work, case.absent, case.kept)
+    for name in case.kept:
+        assert (work / name).exists(), f"the command removed what the user had: {name}"
     if case.extra_check is not None:
         case.extra_check(work)
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 import time
 import warnings
 from collections.abc import Callable
@@ -417,9 +418,9 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def _short(e: BaseException) -> str:
-    """The first line of an exception's message, without a trailing full stop, for use inside a sentence."""
+    """The first sentence of an exception's message, without its full stop, for use inside a sentence of ours."""
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return text.rstrip(".")[:160]
+    return re.split(r"(?<=[.!?])\s+(?=[A-Z])", text)[0].rstrip(".")[:160]
 
 
 def _rescale_lr(optimizer: torch.optim.Optimizer, scheduler: Any, factor: float) -> None:
