@@ -99,3 +99,23 @@ def test_sharded_sampler_splits_the_epoch_into_equal_interleaved_shares() -> Non
     assert sorted(seen.tolist()) == list(range(10))  # every example once before the padding
     with pytest.raises(ValueError):
         EpochBatchSampler(10, 2, True, 0, 0, False, shard=(2, 2))
+
+
+def test_a_training_epoch_never_ends_in_a_batch_of_one():
+    """Batch-norm cannot normalise one example: the odd one sits the epoch out (a different one each epoch)."""
+    batches = [list(EpochBatchSampler(17, 8, True, 0, epoch, False)) for epoch in range(4)]
+    assert all([len(idx) for _, idx in b] == [8, 8] for b in batches)
+    left_out = {(set(range(17)) - {int(i) for _, idx in b for i in idx}).pop() for b in batches}
+    assert len(left_out) > 1
+    evaluation = list(EpochBatchSampler(17, 8, False, 0, 0, False))
+    assert [len(idx) for _, idx in evaluation] == [8, 8, 1]
+
+
+def test_fit_with_one_example_over_full_batches_trains_a_batch_norm_network(tmp_path):
+    from transferkit import TransferClassifier
+
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 255, size=(17, 32, 32, 3), dtype=np.uint8), np.arange(17) % 2
+    clf = TransferClassifier(backbone="timm:test_resnet", pretrained=False, image_size=32, epochs=1, batch_size=8,
+                             progress=False)
+    assert clf.fit(x, y).predict(x).shape == (17,)  # before the fix: "Expected more than 1 value per channel"

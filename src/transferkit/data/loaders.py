@@ -53,6 +53,20 @@ def _mix(*values: int) -> int:
     return (int(state[0]) << 31) ^ int(state[1])
 
 
+def batches_per_epoch(n: int, batch_size: int, *, train: bool, drop_last: bool = False) -> int:
+    """How many batches one epoch of ``n`` examples has, over all processes.
+
+    A training epoch never ends in a batch of a single example: batch-norm cannot normalise one example (torch
+    raises), so when ``n % batch_size == 1`` that last example sits the epoch out; the order is reshuffled every
+    epoch, so it is a different example each time. Evaluation keeps every example.
+    """
+    if drop_last:
+        return n // batch_size
+    if train and n > batch_size and n % batch_size == 1:
+        return n // batch_size
+    return (n + batch_size - 1) // batch_size
+
+
 class EpochBatchSampler:
     """Yields ``(batch_seed, indices)`` for one epoch; the order is a pure function of ``(seed, epoch)``.
 
@@ -113,9 +127,7 @@ class EpochBatchSampler:
 
     def _batches(self) -> int:
         """Batches in the whole epoch, over all shards."""
-        if self.drop_last:
-            return self.n // self.batch_size
-        return (self.n + self.batch_size - 1) // self.batch_size
+        return batches_per_epoch(self.n, self.batch_size, train=self.shuffle, drop_last=self.drop_last)
 
     def __len__(self) -> int:
         total = self._batches()

@@ -117,7 +117,7 @@ def fit(
     The monitor is a validation metric of ``val`` (``val_accuracy``...), or the name of one of ``scorers``; without
     either (no val split for a ``val_*`` monitor) the last epoch is kept.
     """
-    from ..data.loaders import make_loader
+    from ..data.loaders import batches_per_epoch, make_loader
 
     set_deterministic(cfg.deterministic)
     accelerator = make_accelerator(cfg)
@@ -138,7 +138,7 @@ def fit(
     if sample_weights is not None and len(sample_weights) != len(train):
         raise RunError(f"{len(sample_weights)} sample weights for {len(train)} training examples; give one each.")
 
-    steps_per_epoch = math.ceil(math.ceil(len(train) / cfg.batch_size) / accelerator.num_processes)
+    steps_per_epoch = math.ceil(batches_per_epoch(len(train), cfg.batch_size, train=True) / accelerator.num_processes)
     ctx = FitContext(model, train, model_cfg, cfg, loader, dict(extra or {}), device, steps_per_epoch)
     method.setup(ctx)
     model.to(device)
