@@ -31,13 +31,18 @@ if missing:
     sys.exit(f"setup failed: {', '.join(missing)} did not install; see the pip messages above.")
 PY
 
-# Fashion-MNIST comes from Debian (needs root); everything else works without it.
-if [ ! -d /usr/share/datasets/fashion-mnist ]; then
+# From Debian (needs root; everything else works without them): Fashion-MNIST, and a font with CJK glyphs so class
+# names in Chinese or Japanese show in the confusion matrix (without it they are numbered, see evaluate/plots.py).
+debs=()
+[ -d /usr/share/datasets/fashion-mnist ] || debs+=(dataset-fashion-mnist)
+[ -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || debs+=(fonts-wqy-microhei)
+if [ ${#debs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 \
-      || echo "warning: could not install dataset-fashion-mnist; the fashion-mnist data set will be unavailable" >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${debs[@]}") >/dev/null 2>&1 \
+      || echo "warning: could not install ${debs[*]}; fashion-mnist / CJK class names in plots may be unavailable" >&2
+    rm -f "${MPLCONFIGDIR:-$HOME/.cache/matplotlib}"/fontlist-*.json  # matplotlib rescans the fonts once
   else
-    echo "warning: run 'apt-get install dataset-fashion-mnist' as root to enable the fashion-mnist data set" >&2
+    echo "warning: run 'apt-get install ${debs[*]}' as root to enable fashion-mnist and CJK class names in plots" >&2
   fi
 fi
 echo "$want" > "$stamp"
