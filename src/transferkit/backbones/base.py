@@ -5,50 +5,22 @@ toolkit what it needs to know without looking inside: the feature size, its orde
 freezing the first k and for per-block learning rates), its preprocessing (image size and normalisation, or the
 tokenizer), the pretrained classifier if it has one, and a JSON spec from which :func:`transferkit.backbones.build`
 rebuilds the same architecture (without downloading anything: saved models carry their own weights).
+
+:class:`~transferkit.data.preprocessing.Preprocessing` is defined in ``transferkit.data`` (the loaders read it) and
+re-exported here, so backbones import data and never the reverse.
 """
 
 from __future__ import annotations
 
 import abc
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..data.base import Modality
+from ..data.preprocessing import Preprocessing
 
-
-@dataclass
-class Preprocessing:
-    """How raw inputs become the tensors a backbone expects.
-
-    Images: resized to ``image_size`` (square), grey turned to 3 channels, scaled to [0, 1], then normalised with
-    ``mean``/``std``. Text: tokenised with the tokenizer at ``tokenizer`` (a local folder or hub name), padded and
-    truncated to ``max_length``. Tabular: used as float32 as it is.
-    """
-
-    modality: Modality
-    image_size: int | None = None
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-    tokenizer: str | None = None
-    max_length: int = 128
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["mean"] = list(self.mean) if self.mean is not None else None
-        d["std"] = list(self.std) if self.std is not None else None
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
-        d = dict(d)
-        for k in ("mean", "std"):
-            if d.get(k) is not None:
-                d[k] = tuple(d[k])
-        return cls(**d)
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Backbone", "Preprocessing"]
 
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

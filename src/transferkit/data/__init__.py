@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import ConfigError, DataError
 from .base import Dataset, Modality, Splits
 from .builtin import BUILTINS, canonical_name, list_datasets, load_builtin
+from .preprocessing import Preprocessing
 from .sources import (
     from_arrays,
     from_image_folder,
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Dataset",
     "Modality",
+    "Preprocessing",
     "Splits",
     "from_arrays",
     "from_image_folder",
@@ -49,8 +51,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # make_loader imports torch (and transferkit.backbones.base, which imports this package): load it lazily, which
-    # both keeps `import transferkit.data` cheap and avoids a circular import.
+    # make_loader imports torch and torchvision: load it lazily, so that `import transferkit.data` stays cheap.
     if name == "make_loader":
         from .loaders import make_loader
 

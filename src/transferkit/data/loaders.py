@@ -36,9 +36,9 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 from torchvision.transforms import v2
 
-from ..backbones.base import Preprocessing
 from ..errors import BackboneError, ConfigError, DataError
 from .base import Dataset
+from .preprocessing import Preprocessing
 from .transforms import BatchNormalizer, _resolve_size, check_preset, to_uint8_chw, uint8_transform
 
 #: Largest resized uint8 copy of an in-memory image array kept for augment="none" (above it, resize per batch).

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torchvision.transforms import v2
 
-from ..backbones.base import Preprocessing
 from ..errors import ConfigError
+from .preprocessing import Preprocessing
 
 AUGMENT_PRESETS: tuple[str, ...] = ("none", "light", "standard", "strong")
 
