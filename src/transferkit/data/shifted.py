@@ -44,6 +44,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..errors import DataError
+from .packages import package_dir
 
 #: Built-in domain-adaptation pairs: ``"source->target"`` -> (source built-in name, target built-in name).
 SHIFTED_PAIRS: dict[str, tuple[str, str]] = {
@@ -83,8 +84,6 @@ SKADA_NOISE = 0.3  # std of extra Gaussian noise, so the classes overlap a littl
 
 
 def _photo_path(module: str, pip_name: str, rel: str) -> Path:
-    from .builtin import package_dir
-
     path = package_dir(module, pip_name) / rel
     if not path.is_file():
         raise DataError(f"The photograph '{rel}' is missing from the '{pip_name}' package; reinstall {pip_name}.")
