@@ -392,7 +392,7 @@ def test_unreadable_tables_are_one_sentence(tmp_path: Path, name: str, content: 
 
 
 def test_folder_where_a_table_is_expected(tmp_path: Path) -> None:
-    from transferkit.data.sources import read_table
+    from transferkit.data.tables import read_table
 
     (tmp_path / "t.csv").mkdir()
     with pytest.raises(DataError, match="is a folder, not a CSV file"):

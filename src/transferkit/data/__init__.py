@@ -15,17 +15,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ConfigError, DataError
+from .arrays import from_arrays
 from .base import Dataset, Modality, Splits
 from .builtin import BUILTINS, canonical_name, list_datasets, load_builtin
+from .image_folders import from_image_folder
 from .preprocessing import Preprocessing
-from .sources import (
-    from_arrays,
-    from_image_folder,
-    from_text_table,
-    split_dataset,
-    stratified_split,
-    table_format,
-)
+from .splits import split_dataset, stratified_split
+from .tables import from_text_table, table_format
 
 if TYPE_CHECKING:
     from ..config import DataConfig

@@ -7,7 +7,7 @@ without importing the package (several of them import tensorflow or other heavy 
 The splits are fixed: they depend only on the data set, never on the run configuration (``data.split_seed``,
 ``val_fraction`` and ``test_fraction`` do not apply here), so every run and every report on a built-in data set uses
 the same test examples. Where the source has no split of its own we cut one with
-:func:`~transferkit.data.sources.stratified_split` and seed 0. The sizes are:
+:func:`~transferkit.data.splits.stratified_split` and seed 0. The sizes are:
 
 ========================  ============  ======  =====  ======  ===============================================
 name                      modality       train    val    test  split
@@ -64,7 +64,7 @@ from ..errors import DataError
 from .base import Dataset, Modality, Splits
 from .packages import package_file
 from .shifted import make_mnist_m, make_skada_pair
-from .sources import stratified_split
+from .splits import stratified_split
 
 #: Where the Debian package ``dataset-fashion-mnist`` puts its IDX files (a module attribute so tests can move it).
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")

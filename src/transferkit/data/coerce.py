@@ -3,10 +3,10 @@
 One place decides what an input is, so every entry point accepts and refuses the same things with the same
 sentences: a :class:`Dataset` or :class:`Splits` as is; a data set name or a path to a folder or table through
 :func:`~transferkit.data.resolve_data_arg` and :func:`~transferkit.data.load_data`; a list of image files or
-folders; a list of texts; numpy/pandas arrays through :func:`~transferkit.data.sources.from_arrays`' checks (image
+folders; a list of texts; numpy/pandas arrays through :func:`~transferkit.data.arrays.from_arrays`' checks (image
 arrays channels-last or channels-first, uint8 or floats in [0, 1]; tabular 2-D). Labels given next to a fitted
 model are matched to its classes by name; fresh labels become sorted classes, and missing or regression-like
-labels are refused (see :func:`~transferkit.data.sources._encode_labels`). Free of torch, like the rest of reading.
+labels are refused (see :func:`~transferkit.data.labels.encode_labels`). Free of torch, like the rest of reading.
 """
 
 from __future__ import annotations
@@ -18,16 +18,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
+from .arrays import check_inputs, infer_modality
 from .base import Dataset, Modality, Splits
-from .sources import (
-    IMAGE_SUFFIXES,
-    _check_inputs,
-    _encode_labels,
-    _files_under,
-    infer_modality,
-    labels_by_name,
-    skipped_message,
-)
+from .image_folders import IMAGE_SUFFIXES, dir_key, files_under, skipped_message
+from .labels import encode_labels, labels_by_name
 
 
 def as_splits(data: Any, y: Any = None) -> Splits:
@@ -72,7 +66,7 @@ def as_dataset(
     else:
         mod = modality or infer_modality(data)
         name = "arrays"
-        inputs = _check_inputs(data, mod, name)  # type: ignore[arg-type]
+        inputs = check_inputs(data, mod, name)  # type: ignore[arg-type]
     labels, found, meta = _labels(y, classes, name, len(inputs))
     return Dataset(mod, inputs, labels, found or list(classes or ["?"]), name, meta)  # type: ignore[arg-type]
 
@@ -100,7 +94,7 @@ def _labels(
         y_arr = np.asarray(getattr(y, "to_numpy", lambda: y)())
         if y_arr.ndim != 1:
             raise DataError(f"Labels of '{name}' must be 1-D (one label per row), not of shape {y_arr.shape}.")
-        labels, found, values = _encode_labels(y_arr, f"labels of '{name}'")
+        labels, found, values = encode_labels(y_arr, f"labels of '{name}'")
         meta = {"source": "arrays", "label_values": values}
     if len(labels) != n:
         raise DataError(f"'{name}' has {n} inputs but {len(labels)} labels; give one label per input.")
@@ -120,10 +114,8 @@ def expand_image_paths(items: Any) -> list[str]:
     for item in items:
         p = Path(item).expanduser()
         if p.is_dir():
-            from .sources import _dir_key
-
             skipped: list[tuple[str, str]] = []
-            found = _files_under(p, {_dir_key(p)}, skipped)
+            found = files_under(p, {dir_key(p)}, skipped)
             out.extend(str(f) for f in sorted(map(Path, found)) if f.suffix.lower() in IMAGE_SUFFIXES)
             if skipped:
                 warnings.warn(skipped_message(skipped, p), UserWarning, stacklevel=3)

@@ -37,7 +37,9 @@ from torch.utils.data import Dataset as TorchDataset
 from torchvision.transforms import v2
 
 from ..errors import BackboneError, ConfigError, DataError
+from .arrays import as_image_array
 from .base import Dataset
+from .image_folders import skipped_message
 from .preprocessing import Preprocessing
 from .transforms import BatchNormalizer, _resolve_size, check_preset, to_uint8_chw, uint8_transform
 
@@ -361,8 +363,6 @@ class _PerImageBatches(_Batches):
 
     @staticmethod
     def _warn(path: str, why: str) -> None:
-        from .sources import skipped_message
-
         note = "; another training image takes its place in each batch"
         warnings.warn(skipped_message([(str(path), why)], os.path.dirname(str(path)), note), UserWarning,
                       stacklevel=2)
@@ -470,8 +470,6 @@ def make_loader(
         normalizer = BatchNormalizer(pre)
         random = train and augment != "none"
         if isinstance(ds.inputs, np.ndarray) and not _is_stored_image_array(ds.inputs):
-            from .sources import as_image_array
-
             # a Dataset built by hand (not through from_arrays): bring its array to the stored form, or refuse it
             ds = Dataset(ds.modality, as_image_array(ds.inputs, ds.name), ds.labels, ds.classes, ds.name, ds.meta)
         if isinstance(ds.inputs, np.ndarray) and not random:
