@@ -9,16 +9,14 @@ import pytest
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 
-from transferkit.adaptation.selection import (
-    TrAdaBoostClassifier,
+from transferkit.adaptation.importance import (
     domain_probabilities,
     effective_sample_size,
     importance_weights,
-    input_matrix,
-    keep_most_target_like,
     normalise_weights,
-    select_source,
 )
+from transferkit.adaptation.selection import input_matrix, keep_most_target_like, select_source
+from transferkit.adaptation.tradaboost import TrAdaBoostClassifier
 from transferkit.data.base import Dataset
 from transferkit.errors import ConfigError, DataError
 
@@ -54,7 +52,7 @@ def test_identical_domains_give_weights_of_about_one():
 
 def test_identical_wide_domains_give_weights_of_about_one():
     """The path of frozen CNN features: 100 columns are projected on their top components first."""
-    from transferkit.adaptation.selection import make_domain_classifier
+    from transferkit.adaptation.importance import make_domain_classifier
 
     assert "pca" in make_domain_classifier(100).named_steps
     rng = np.random.default_rng(1)

@@ -13,7 +13,6 @@ from transferkit.adaptation.validators import (
     information_maximisation,
     make_scorers,
     soft_neighbourhood_density,
-    subsample,
 )
 from transferkit.data.base import Dataset
 
@@ -148,10 +147,3 @@ def test_make_scorers_gives_the_right_names_and_reuses_one_prediction_pass():
     assert make_scorers(val=val) == {}  # no weights, no target: nothing to score
     with pytest.raises(ValueError, match="validation weights"):
         make_scorers(val=val, val_weights=np.ones(3))
-
-
-def test_subsample_is_seeded_and_capped():
-    ds = _tab(100, True)
-    a, b = subsample(ds, 30, seed=4), subsample(ds, 30, seed=4)
-    assert len(a) == 30 and np.array_equal(a.inputs, b.inputs)
-    assert subsample(ds, 1000, seed=0) is ds

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..data.base import Dataset
+from ..data.sampling import subsample
 
 
 def model_features(model: Any, ds: Dataset, *, max_samples: int | None = None, seed: int = 0,
@@ -36,9 +37,7 @@ def model_features(model: Any, ds: Dataset, *, max_samples: int | None = None, s
     from ..data.loaders import make_loader
     from ..train.inference import to_device
 
-    if max_samples is not None and len(ds) > max_samples:
-        keep = np.sort(np.random.default_rng(seed).choice(len(ds), size=max_samples, replace=False))
-        ds = ds.subset(keep)
+    ds = subsample(ds, max_samples, seed=seed)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()

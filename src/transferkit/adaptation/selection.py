@@ -1,61 +1,19 @@
 """Source-sample selection ("hindsight selection"): which source examples look like the target, and how much.
 
-**Importance weights from a domain classifier.** Under covariate shift the labelling rule is shared,
-``p_s(y|x) = p_t(y|x)``, and only the input distributions differ; the target risk is then a re-weighted source
-risk, ``E_t[l(h(x), y)] = E_s[w(x) l(h(x), y)]`` with the density ratio ``w(x) = p_t(x) / p_s(x)`` (Shimodaira
-2000). The ratio is estimated without densities (Bickel et al. 2007/2009): pool ``n_s`` source and ``n_t`` target
-inputs, label them by domain ``d`` (1 = target) and fit a probabilistic classifier ``g(x) ~ P(d=1|x)``. By Bayes'
-rule ``p_t(x) / p_s(x) = [P(d=1|x) / P(d=0|x)] * (n_s / n_t)``, so
+:func:`select_source` represents source and target (frozen backbone features, or raw inputs: tabular columns or
+flattened pixels), then, by ``mode``:
 
-    w(x) = g(x) / (1 - g(x)) * n_s / n_t.
+* ``"weight"``: importance weights ``w(x) ~ p_t(x) / p_s(x)`` of every source example from the cross-fitted
+  domain classifier of :mod:`transferkit.adaptation.importance` (mean 1, clipped), for weighted training;
+* ``"keep"``: keeps the ``keep_fraction`` of source examples with the highest out-of-fold ``P(target|x)`` (the
+  most target-like) and trains on them unweighted: a hard version of the same idea with a bounded variance;
+* ``"tradaboost"``: the final source weights of TrAdaBoost (:mod:`transferkit.adaptation.tradaboost`), when a few
+  labelled target examples exist.
 
-* The classifier is a logistic regression on standardised inputs (or frozen backbone features), its L2 strength
-  chosen by 3-fold log-loss (so that a classifier that finds nothing is shrunk to the constant and identical domains
-  get weights of ~1, not fitted noise). For low-dimensional inputs (at most ``QUADRATIC_MAX_DIM`` columns) the
-  default (``classifier="auto"``) adds all degree-2 products first: the log-ratio of two Gaussians is quadratic in
-  ``x``, so a linear logit is misspecified for the simplest shifts (on skada's covariate-shift pair, whose target
-  is a Gaussian bump of the source, the linear model's weights correlate ~0.02 with the true ratio, the quadratic
-  one's ~0.9). Wide features (a CNN's 768-d) are projected on
-  their top ``PCA_DIM`` principal components (whitened) first: on MNIST vs MNIST-M features of ``digits-cnn`` the
-  domain AUC is the same (0.987 vs 0.986 on all 768) and each fit ~20x faster. All fits run on one BLAS thread
-  (the solver's many small steps lose more to thread hand-offs than they gain: 5-10x slower with 2 threads on a
-  busy 2-core machine, measured).
-* **Cross-fitting.** Each example's ``g(x)`` comes from a model fitted on the other ``folds - 1`` folds (stratified
-  k-fold over the pooled set), so an example's weight never reflects a classifier that memorised it (in-sample
-  probabilities of a flexible classifier push every weight towards 0 or infinity). New examples (the source
-  validation split) get the mean of the fold models' probabilities.
-* **Clipping and normalisation.** Ratios are heavy-tailed, so the weights are rescaled to mean 1 with none above
-  ``clip``: ``w_i = min(c * r_i, clip)`` with the one ``c > 0`` that makes ``mean(w) = 1`` (found exactly by sorting;
-  a clip below 1 is impossible with mean 1 and is refused).
-* **Diagnostics.** The domain classifier's out-of-fold ROC-AUC (0.5: the domains are indistinguishable and all weights
-  are ~1; near 1: they barely overlap and weighting cannot help much) and Kish's effective sample size
-  ``ESS = (sum w)^2 / sum w^2`` (``n`` for equal weights; a small ESS means a few source examples carry the fit).
+The :class:`Selection` it returns carries the weights, the kept indices and the diagnostics (domain AUC, effective
+sample size), and weighs further source examples (the validation split, for the label-free validators).
 
-``mode="keep"`` instead keeps the ``keep_fraction`` of source examples with the highest ``g(x)`` (the most
-target-like) and trains on them unweighted: a hard version of the same idea with a bounded variance.
-
-**TrAdaBoost** (Dai, Yang, Xue, Yu 2007, "Boosting for transfer learning") is for when a few labelled target
-examples exist. Boosting runs on source + labelled target with weights ``w``; each round fits the base learner with
-sample weights ``w / sum(w)`` and measures its weighted error on the *target* part,
-``eps_t = sum_{target} w_i [h_t(x_i) != y_i] / sum_{target} w_i`` (clipped to ``[1e-10, 0.499]``). With
-``beta_t = eps_t / (1 - eps_t)`` and ``beta = 1 / (1 + sqrt(2 ln n_s / N))``, misclassified source examples shrink,
-``w_i <- w_i * beta^[h_t(x_i) != y_i]`` (they disagree with the target), and misclassified target examples grow,
-``w_i <- w_i * beta_t^-[h_t(x_i) != y_i]`` (AdaBoost). The prediction is the vote of the second half of the rounds,
-``argmax_c sum_{t >= ceil(N/2)} ln(1/beta_t) [h_t(x) = c]`` (Dai et al.'s binary rule, read as a weighted vote so
-that it covers several classes). The final source weights (``source_weights_``, mean 1) are usable as sample weights
-of any other learner: this is how ``train.source_selection: tradaboost`` feeds the training loop.
-
-One choice the paper leaves open is the initial ``w^1``: here the labelled target starts with the same total weight
-as the source (``balance=True``; each target example ``n_s / n_t``). With equal per-example weights and
-``n_s >> n_t`` the first learner hardly sees the target, its target error then stays at the 0.5 clip, ``beta_t ~ 1``
-and the target weights stop growing; measured on skada's covariate shift with 2 labelled target examples per class
-(5 noise-free draws of 1,600 rows), uniform initial weights ended *below* plain logistic regression on the pooled
-data (0.85 vs 0.91 target accuracy) and balanced ones above it (0.99).
-
-Why hand-written: skada 0.6 has domain-classifier re-weighting (``DiscriminatorReweight``) but fits and predicts on
-the same examples (no cross-fitting), has no clipping to a bound with mean 1, no ESS/AUC diagnostics and no keep
-mode, and it has no TrAdaBoost; ADAPT (which has one) is not installed. The pieces used are scikit-learn's
-(``cross_validate`` with the fold estimators and indices, ``LogisticRegression``, ``PolynomialFeatures``).
+Why hand-written: skada 0.6 has no keep mode and no TrAdaBoost (see the two modules above for the rest).
 """
 
 from __future__ import annotations
@@ -67,231 +25,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, clone
-from sklearn.utils.multiclass import unique_labels
-from sklearn.utils.validation import check_is_fitted
 
 from ..data.base import Dataset
+from ..data.preprocessing import Preprocessing
 from ..errors import ConfigError, DataError
+from .importance import DomainClassifier, domain_probabilities, effective_sample_size, normalise_weights, odds_ratio
+from .tradaboost import TrAdaBoostClassifier
 
-QUADRATIC_MAX_DIM = 20  # "auto" domain classifier: degree-2 features up to this many input columns (<= 230 terms)
-PCA_DIM = 64  # "auto" domain classifier: wider inputs are first projected on their top PCA_DIM components
-MAX_FIT_PER_DOMAIN = 10_000  # examples per domain the domain classifier is fitted on (seeded subsample beyond)
-C_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # candidate inverse regularisation strengths (C="auto")
-C_SEARCH_ROWS = 4000  # rows the choice of C is made on
 INPUT_IMAGE_SIZE = 32  # on="inputs": images are compared as flattened pixels at most this many pixels a side
 MODES = ("weight", "keep", "tradaboost")
 ON = ("auto", "features", "inputs")
-
-
-# --- the domain classifier ---------------------------------------------------------------------------------------
-def make_domain_classifier(dim: int, kind: str | Any = "auto", C: float = 1.0, seed: int = 0) -> Any:
-    """The source-vs-target classifier: a scikit-learn pipeline ending in a logistic regression.
-
-    ``kind``: ``"auto"`` (degree-2 features when ``dim <= QUADRATIC_MAX_DIM``; a whitened PCA to ``PCA_DIM``
-    components first when ``dim > PCA_DIM``; else plain), ``"linear"`` (standardise, logistic regression),
-    ``"quadratic"``, or any scikit-learn classifier with ``predict_proba`` (used as given).
-    """
-    from sklearn.decomposition import PCA
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import PolynomialFeatures, StandardScaler
-
-    if not isinstance(kind, str):
-        return clone(kind)
-    if kind not in ("auto", "linear", "quadratic"):
-        raise ConfigError(
-            f"Domain classifier '{kind}' is unknown; use auto, linear, quadratic or an sklearn classifier."
-        )
-    steps: list[Any] = []
-    if kind == "quadratic" or (kind == "auto" and dim <= QUADRATIC_MAX_DIM):
-        steps.append(PolynomialFeatures(2, include_bias=False))
-    steps.append(StandardScaler())
-    if kind == "auto" and dim > PCA_DIM:
-        steps.append(PCA(PCA_DIM, whiten=True, random_state=int(seed)))
-    steps.append(LogisticRegression(C=C, max_iter=2000))
-    return make_pipeline(*steps)
-
-
-@dataclass
-class DomainClassifier:
-    """Fitted fold models of the source-vs-target classifier; turns inputs into ``P(target|x)`` and ratios."""
-
-    models: list[Any]
-    prior_ratio: float  # n_s / n_t of the examples it was fitted on
-
-    def p_target(self, x: np.ndarray) -> np.ndarray:
-        """Mean over the fold models of ``P(target | x)``."""
-        x = np.asarray(x, dtype=np.float64)
-        return np.mean([m.predict_proba(x)[:, 1] for m in self.models], axis=0)
-
-    def ratio(self, x: np.ndarray) -> np.ndarray:
-        """Raw density-ratio estimates ``p_t(x) / p_s(x)`` (not clipped, not normalised)."""
-        return odds_ratio(self.p_target(x), self.prior_ratio)
-
-
-def odds_ratio(p_target: np.ndarray, prior_ratio: float) -> np.ndarray:
-    """``p / (1 - p) * n_s / n_t``, with ``p`` kept inside ``[1e-12, 1 - 1e-12]``."""
-    p = np.clip(np.asarray(p_target, dtype=np.float64), 1e-12, 1 - 1e-12)
-    return p / (1 - p) * prior_ratio
-
-
-def domain_probabilities(
-    xs: np.ndarray,
-    xt: np.ndarray,
-    *,
-    classifier: str | Any = "auto",
-    folds: int = 5,
-    C: float | str = "auto",
-    seed: int = 0,
-    max_fit: int = MAX_FIT_PER_DOMAIN,
-) -> tuple[np.ndarray, np.ndarray, DomainClassifier, float]:
-    """Cross-fitted ``P(target|x)`` of every source and target row, the fold models and the out-of-fold AUC.
-
-    At most ``max_fit`` rows per domain (a seeded subsample) fit the classifier; those rows get out-of-fold
-    probabilities, the others the mean of the fold models (they were never fitted on, so they are out of sample too).
-    """
-    from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import StratifiedKFold, cross_validate
-
-    xs = _as_matrix(xs, "source")
-    xt = _as_matrix(xt, "target")
-    if xs.shape[1] != xt.shape[1]:
-        raise DataError(f"Source rows have {xs.shape[1]} columns but target rows {xt.shape[1]}; use the same features.")
-    if folds < 2:
-        raise ConfigError(f"Cross-fitting needs at least 2 folds, not {folds}.")
-    if min(len(xs), len(xt)) < folds:
-        raise DataError(f"Source and target need at least {folds} examples each to weigh the source, "
-                        f"not {len(xs)} and {len(xt)}.")
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5E1]))
-    fit_s = _subsample(len(xs), max_fit, rng)
-    fit_t = _subsample(len(xt), max_fit, rng)
-    x = np.concatenate([xs[fit_s], xt[fit_t]])
-    d = np.concatenate([np.zeros(len(fit_s), dtype=np.int64), np.ones(len(fit_t), dtype=np.int64)])
-    with one_blas_thread():
-        if C == "auto":
-            C = choose_c(x, d, xs.shape[1], classifier, seed)
-        est = make_domain_classifier(xs.shape[1], classifier, float(C), seed)
-        cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=int(seed))
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=UserWarning)  # convergence chatter on separable domains
-            res = cross_validate(est, x, d, cv=cv, return_estimator=True, return_indices=True, scoring=None)
-    oof = np.empty(len(x))
-    for model, test_idx in zip(res["estimator"], res["indices"]["test"], strict=True):
-        oof[test_idx] = model.predict_proba(x[test_idx])[:, 1]
-    dc = DomainClassifier(list(res["estimator"]), len(fit_s) / len(fit_t))
-    ps = _fill(oof[: len(fit_s)], fit_s, xs, dc)
-    pt = _fill(oof[len(fit_s):], fit_t, xt, dc)
-    auc = float(roc_auc_score(d, oof))
-    return ps, pt, dc, auc
-
-
-def choose_c(x: np.ndarray, d: np.ndarray, dim: int, classifier: str | Any, seed: int) -> float:
-    """The inverse regularisation strength of the domain classifier with the best 3-fold log-loss (``C_GRID``).
-
-    Without it, identical domains get weights that scatter around 1 from fitted noise (a 5-D Gaussian against
-    itself, 1,000 rows each: max |w - 1| ~2.7 at C=1, ~0.5 with the chosen C); with it, a classifier that finds
-    nothing to separate is shrunk to the constant and all weights are ~1. Fitted on at most ``C_SEARCH_ROWS`` rows.
-    """
-    from sklearn.model_selection import GridSearchCV, StratifiedKFold
-
-    if not isinstance(classifier, str):
-        return 1.0  # a user's classifier keeps its own regularisation
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xC0]))
-    rows = _subsample(len(x), C_SEARCH_ROWS, rng)
-    est = make_domain_classifier(dim, classifier, 1.0, seed)
-    step = est.steps[-1][0]
-    search = GridSearchCV(est, {f"{step}__C": list(C_GRID)}, scoring="neg_log_loss", refit=False,
-                          cv=StratifiedKFold(3, shuffle=True, random_state=int(seed)))
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=UserWarning)
-        search.fit(x[rows], d[rows])
-    return float(search.best_params_[f"{step}__C"])
-
-
-def one_blas_thread() -> Any:
-    """Run scikit-learn's solvers on one BLAS thread (see the module docstring: faster for these fits)."""
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=1, user_api="blas")
-
-
-def _subsample(n: int, cap: int, rng: np.random.Generator) -> np.ndarray:
-    return np.arange(n) if n <= cap else np.sort(rng.choice(n, size=cap, replace=False))
-
-
-def _fill(oof_part: np.ndarray, fitted: np.ndarray, x: np.ndarray, dc: DomainClassifier) -> np.ndarray:
-    out = np.empty(len(x))
-    mask = np.ones(len(x), dtype=bool)
-    mask[fitted] = False
-    out[fitted] = oof_part
-    if mask.any():
-        out[mask] = dc.p_target(x[mask])
-    return out
-
-
-def _as_matrix(x: Any, what: str) -> np.ndarray:
-    arr = np.asarray(x, dtype=np.float64)
-    if arr.ndim == 1:
-        arr = arr[:, None]
-    if arr.ndim != 2:
-        arr = arr.reshape(len(arr), -1)
-    if not np.isfinite(arr).all():
-        raise DataError(f"The {what} features contain NaN or infinite values; clean them before weighing the source.")
-    return arr
-
-
-# --- weights -----------------------------------------------------------------------------------------------------
-def normalise_weights(ratio: np.ndarray, clip: float | None = 10.0) -> np.ndarray:
-    """Rescale non-negative ``ratio`` to mean 1 with no weight above ``clip``: ``min(c * r, clip)``, exact ``c``.
-
-    ``clip=None`` only rescales. Raises ``ConfigError`` for ``clip < 1`` (no weights with mean 1 stay below it).
-    """
-    r = np.asarray(ratio, dtype=np.float64)
-    if r.ndim != 1 or len(r) == 0:
-        raise DataError("Importance weights need a non-empty 1-D array of ratios.")
-    if (r < 0).any() or not np.isfinite(r).all():
-        raise DataError("Density ratios must be finite and non-negative.")
-    r = np.maximum(r, 1e-12 * max(r.max(), 1e-300))
-    if clip is None or math.isinf(clip):
-        return r / r.mean()
-    if clip < 1.0:
-        raise ConfigError(f"The weight clip must be at least 1 (weights have mean 1), not {clip}.")
-    n = len(r)
-    desc = np.sort(r)[::-1]
-    suffix = np.cumsum(desc[::-1])[::-1]  # suffix[k] = sum of desc[k:]
-    k = np.arange(n)
-    c = (n - k * clip) / suffix  # scale if the k largest are clipped and the rest are not
-    ok = (c > 0) & (c * desc <= clip * (1 + 1e-12))
-    ok[1:] &= c[1:] * desc[:-1] >= clip * (1 - 1e-12)
-    first = int(np.flatnonzero(ok)[0]) if ok.any() else n - 1
-    w = np.minimum(c[first] * r, clip)
-    return w / w.mean() if not math.isclose(w.mean(), 1.0, rel_tol=1e-9) else w
-
-
-def effective_sample_size(weights: np.ndarray) -> float:
-    """Kish's effective sample size ``(sum w)^2 / sum w^2``: ``n`` for equal weights, 1 for one non-zero weight."""
-    w = np.asarray(weights, dtype=np.float64)
-    s2 = float((w**2).sum())
-    return float(w.sum() ** 2 / s2) if s2 > 0 else 0.0
-
-
-def importance_weights(
-    xs: np.ndarray,
-    xt: np.ndarray,
-    *,
-    clip: float | None = 10.0,
-    classifier: str | Any = "auto",
-    folds: int = 5,
-    C: float | str = "auto",
-    seed: int = 0,
-) -> np.ndarray:
-    """Importance weights ``w(x) ~ p_t(x) / p_s(x)`` of the source rows ``xs`` (mean 1, at most ``clip``).
-
-    ``xs``, ``xt``: 2-D arrays (rows = examples) of the same columns. See the module docstring for the maths.
-    """
-    ps, _, dc, _ = domain_probabilities(xs, xt, classifier=classifier, folds=folds, C=C, seed=seed)
-    return normalise_weights(odds_ratio(ps, dc.prior_ratio), clip)
 
 
 # --- representations of a Dataset --------------------------------------------------------------------------------
@@ -310,7 +53,6 @@ def input_matrix(ds: Dataset, image_size: int | None = None) -> np.ndarray:
     Images are resized to ``image_size`` (default: their own size, at most ``INPUT_IMAGE_SIZE``) so that two data
     sets of different sizes or colour (grey digits, RGB photos) give comparable rows. Text has no raw numeric form.
     """
-    from ..backbones.base import Preprocessing
     from ..data.loaders import make_loader
 
     if ds.modality == "tabular":
@@ -503,129 +245,3 @@ def select_source(
         )
     return Selection(mode, on, weights, keep, ps, auc, ess, clip, keep_fraction, len(source), len(target), dc,
                      target_weights, represent)
-
-
-# --- TrAdaBoost ----------------------------------------------------------------------------------------------------
-class TrAdaBoostClassifier(ClassifierMixin, BaseEstimator):
-    """TrAdaBoost (Dai et al. 2007) for a large labelled source and a few labelled target examples.
-
-    ``fit(X_source, y_source, X_target, y_target)``; then ``predict`` / ``predict_proba`` / ``score`` as any
-    scikit-learn classifier. See the module docstring for the updates.
-
-    Args:
-        estimator: the base learner (must accept ``sample_weight``; a Pipeline gets it routed to its last step).
-            Default: logistic regression on features standardised with the mean and scale of all training rows.
-        n_estimators: boosting rounds ``N``.
-        voting: ``"hard"`` (Dai et al.'s weighted vote of the learners' labels) or ``"soft"`` (the same weights on
-            their probabilities).
-        balance: start the labelled target with the source's total weight (see the module docstring); ``False``:
-            every example starts at 1.
-        random_state: seed of the base learners that take one.
-
-    Attributes:
-        estimators_, betas_ (``beta_t``), errors_ (``eps_t``): per round.
-        source_weights_, target_weights_: the final weights ``w^{N+1}`` (jointly rescaled to mean 1 over both).
-        classes_: the class labels.
-    """
-
-    def __init__(self, estimator: Any = None, n_estimators: int = 10, voting: str = "hard", balance: bool = True,
-                 random_state: int | None = 0) -> None:
-        self.estimator = estimator
-        self.n_estimators = n_estimators
-        self.balance = balance
-        self.voting = voting
-        self.random_state = random_state
-
-    def _base(self) -> Any:
-        if self.estimator is not None:
-            est = clone(self.estimator)
-        else:
-            from sklearn.linear_model import LogisticRegression
-
-            est = LogisticRegression(max_iter=2000)  # on inputs standardised by fit()
-        params = est.get_params()
-        seeds = {k: self.random_state for k in params if k == "random_state" or k.endswith("__random_state")}
-        return est.set_params(**seeds) if seeds else est
-
-    @staticmethod
-    def _fit_weighted(est: Any, x: np.ndarray, y: np.ndarray, w: np.ndarray) -> Any:
-        """``est.fit`` with sample weights, for plain estimators and Pipelines, with or without metadata routing."""
-        import sklearn
-        from sklearn.pipeline import Pipeline
-
-        if not isinstance(est, Pipeline):
-            return est.fit(x, y, sample_weight=w)
-        if sklearn.get_config().get("enable_metadata_routing", False):  # skada switches routing on when imported
-            for i, (_, step) in enumerate(est.steps):
-                if hasattr(step, "set_fit_request"):
-                    step.set_fit_request(sample_weight=i == len(est.steps) - 1)
-            return est.fit(x, y, sample_weight=w)
-        return est.fit(x, y, **{f"{est.steps[-1][0]}__sample_weight": w})
-
-    def fit(self, X: Any, y: Any, X_target: Any, y_target: Any) -> TrAdaBoostClassifier:
-        """Boost on the source ``X, y`` and the labelled target ``X_target, y_target``."""
-        if self.n_estimators < 1:
-            raise ConfigError(f"TrAdaBoost needs at least one round, not n_estimators={self.n_estimators}.")
-        if self.voting not in ("hard", "soft"):
-            raise ConfigError(f"TrAdaBoost voting must be 'hard' or 'soft', not '{self.voting}'.")
-        xs, xt = _as_matrix(X, "source"), _as_matrix(X_target, "target")
-        ys, yt = np.asarray(y), np.asarray(y_target)
-        if len(xs) != len(ys) or len(xt) != len(yt):
-            raise DataError("TrAdaBoost got a different number of rows and labels.")
-        if len(xt) == 0:
-            raise DataError("TrAdaBoost needs at least one labelled target example.")
-        self.classes_ = unique_labels(ys, yt)
-        n, m = len(xs), len(xt)
-        x = np.concatenate([xs, xt])
-        self.scaler_ = None
-        if self.estimator is None:
-            from sklearn.preprocessing import StandardScaler
-
-            self.scaler_ = StandardScaler().fit(x)
-            x = self.scaler_.transform(x)
-        yy = np.concatenate([ys, yt])
-        w = np.concatenate([np.ones(n), np.full(m, n / m if self.balance else 1.0)])
-        beta = 1.0 / (1.0 + math.sqrt(2.0 * math.log(max(n, 2)) / self.n_estimators))
-        self.estimators_, self.betas_, self.errors_ = [], [], []
-        for _ in range(self.n_estimators):
-            p = w / w.sum()
-            with one_blas_thread():
-                est = self._fit_weighted(self._base(), x, yy, p * (n + m))
-                wrong = (est.predict(x) != yy).astype(np.float64)
-            eps = float(np.sum(w[n:] * wrong[n:]) / np.sum(w[n:]))
-            eps = min(max(eps, 1e-10), 0.499)
-            beta_t = eps / (1.0 - eps)
-            w[:n] *= beta ** wrong[:n]
-            w[n:] *= beta_t ** -wrong[n:]
-            w /= w.mean()  # only relative weights matter; keeps them away from under/overflow
-            self.estimators_.append(est)
-            self.betas_.append(beta_t)
-            self.errors_.append(eps)
-        self.source_weights_ = w[:n].copy()
-        self.target_weights_ = w[n:].copy()
-        self.n_features_in_ = xs.shape[1]
-        return self
-
-    def predict_proba(self, X: Any) -> np.ndarray:
-        """Vote shares of the second half of the rounds, each weighted by ``ln(1 / beta_t)``."""
-        check_is_fitted(self, "estimators_")
-        x = _as_matrix(X, "input")
-        if self.scaler_ is not None:
-            x = self.scaler_.transform(x)
-        start = math.ceil(len(self.estimators_) / 2) - 1  # rounds ceil(N/2)..N, 1-based as in the paper
-        index = {c: i for i, c in enumerate(self.classes_)}
-        votes = np.zeros((len(x), len(self.classes_)))
-        for est, b in zip(self.estimators_[start:], self.betas_[start:], strict=True):
-            alpha = math.log(1.0 / b)
-            if self.voting == "soft":
-                cols = [index[c] for c in est.classes_]
-                votes[:, cols] += alpha * est.predict_proba(x)
-            else:
-                pred = est.predict(x)
-                votes[np.arange(len(x)), [index[c] for c in pred]] += alpha
-        total = votes.sum(1, keepdims=True)
-        return np.where(total > 0, votes / np.where(total > 0, total, 1), 1.0 / len(self.classes_))
-
-    def predict(self, X: Any) -> np.ndarray:
-        """The class with the largest weighted vote."""
-        return self.classes_[self.predict_proba(X).argmax(1)]

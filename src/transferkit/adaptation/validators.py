@@ -5,7 +5,7 @@ target label; each is computed per epoch through ``loop.fit(scorers=make_scorers
 so ``train.monitor`` can name it.
 
 * **Importance-weighted validation** (IWCV, Sugiyama, Krauledat, Mueller 2007): the target risk is the source risk
-  re-weighted by ``w(x) = p_t(x) / p_s(x)`` (see :mod:`transferkit.adaptation.selection`), so on the labelled
+  re-weighted by ``w(x) = p_t(x) / p_s(x)`` (see :mod:`transferkit.adaptation.importance`), so on the labelled
   *source validation split* with weights ``w_i`` (from the domain classifier fitted on the training split; the val
   examples were never fitted on)::
 
@@ -30,9 +30,9 @@ so ``train.monitor`` can name it.
 * ``target_accuracy``: accuracy on *labelled* target data. An oracle, for reports only (how far a validator's chosen
   epoch is from the best one); it must never choose a model that is reported as unsupervised.
 
-Predictions use :func:`transferkit.train.inference.predict_logits`; the target is subsampled (seeded) to at most
-``max_target`` examples, as SND's cost is quadratic in it. All scores of one model state share one prediction pass
-(memoised on the parameters' version counters).
+Predictions use :func:`transferkit.train.inference.predict_logits`; the target is subsampled (seeded, with
+:func:`transferkit.data.sampling.subsample`) to at most ``max_target`` examples, as SND's cost is quadratic in it.
+All scores of one model state share one prediction pass (memoised on the parameters' version counters).
 
 Why hand-written: skada's ``SoftNeighborhoodDensity``, ``PredictionEntropyScorer``, ``ImportanceWeightedScorer``
 and ``DeepEmbeddedValidation`` score scikit-learn estimators on arrays with ``sample_domain`` masks and refit their
@@ -48,9 +48,11 @@ from typing import Any
 import numpy as np
 
 from ..data.base import Dataset
+from ..data.sampling import subsample
 
 SND_TEMPERATURE = 0.05
 MAX_TARGET = 1000
+VALIDATION_STREAM = 0x5C0  # the seeded draw of the target examples the scores are computed on
 
 
 # --- the scores on arrays ------------------------------------------------------------------------------------------
@@ -131,14 +133,6 @@ class _Predictions:
         return self._logits
 
 
-def subsample(ds: Dataset, max_examples: int, seed: int) -> Dataset:
-    """At most ``max_examples`` rows of ``ds``, drawn without replacement from ``seed`` (original order kept)."""
-    if len(ds) <= max_examples:
-        return ds
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5C0]))
-    return ds.subset(np.sort(rng.choice(len(ds), size=max_examples, replace=False)))
-
-
 def make_scorers(
     *,
     val: Dataset | None = None,
@@ -174,11 +168,11 @@ def make_scorers(
             raw = np.asarray(val_raw_weights, dtype=np.float64)
             scorers["dev_val_loss"] = lambda m: dev_risk(cross_entropy(val_pred(m), labels), raw)
     if target is not None and len(target):
-        t_pred = _Predictions(subsample(target, max_target, seed), batch_size)
+        t_pred = _Predictions(subsample(target, max_target, seed=seed, stream=VALIDATION_STREAM), batch_size)
         scorers["snd"] = lambda m: soft_neighbourhood_density(_softmax(t_pred(m)))
         scorers["im"] = lambda m: information_maximisation(_softmax(t_pred(m)))
     if target_labelled is not None and len(target_labelled) and target_labelled.is_labelled:
-        tl = subsample(target_labelled, max_target, seed + 1)
+        tl = subsample(target_labelled, max_target, seed=seed + 1, stream=VALIDATION_STREAM)
         tl_pred = _Predictions(tl, batch_size)
         tl_labels = tl.labels
         scorers["target_accuracy"] = lambda m: float((tl_pred(m).argmax(1) == tl_labels).mean())

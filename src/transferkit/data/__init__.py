@@ -12,14 +12,13 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from ..errors import ConfigError, DataError
 from .arrays import from_arrays
 from .base import Dataset, Modality, Splits
 from .builtin import BUILTINS, canonical_name, list_datasets, load_builtin
 from .image_folders import from_image_folder
 from .preprocessing import Preprocessing
+from .sampling import subsample, subsample_train
 from .splits import split_dataset, stratified_split
 from .tables import from_text_table, table_format
 
@@ -42,6 +41,7 @@ __all__ = [
     "resolve_data_arg",
     "split_dataset",
     "stratified_split",
+    "subsample",
     "subsample_train",
 ]
 
@@ -145,39 +145,3 @@ def _load_path(cfg: DataConfig) -> Splits:
     if not p.exists():
         raise DataError(f"Data path '{p.absolute()}' does not exist; check data.path.")
     raise DataError(f"Cannot read '{p}': data.path must be an image folder or a .csv, .tsv or .jsonl file.")
-
-
-def subsample_train(
-    ds: Dataset, *, train_size: int | None = None, per_class: int | None = None, seed: int = 0
-) -> Dataset:
-    """Keep part of a training split: at most ``train_size`` examples (stratified), or exactly ``per_class`` per class.
-
-    Both are seeded by ``seed`` and keep the split's existing order among the kept rows. ``train_size`` larger
-    than the split keeps everything.
-
-    Raises:
-        DataError: the split is unlabelled, or a class has fewer than ``per_class`` examples.
-    """
-    if ds.labels is None:
-        raise DataError(f"Training split of '{ds.name}' has no labels, so it cannot be subsampled per class.")
-    if per_class is not None:
-        counts = ds.class_counts()
-        short = [f"{ds.classes[c]} ({counts[c]})" for c in range(ds.num_classes) if counts[c] < per_class]
-        if short:
-            raise DataError(
-                f"per_class={per_class} but some classes have fewer training examples: {', '.join(short[:10])}; "
-                "lower data.per_class."
-            )
-        rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xFE75]))
-        keep = np.concatenate(
-            [rng.choice(np.flatnonzero(ds.labels == c), size=per_class, replace=False) for c in range(ds.num_classes)]
-        )
-    elif train_size is not None:
-        if train_size >= len(ds):
-            return ds
-        keep = stratified_split(ds.labels, [train_size, len(ds) - train_size], seed)[0]
-    else:
-        return ds
-    out = ds.subset(np.sort(keep))
-    out.meta.update({"train_size": train_size, "per_class": per_class, "subsample_seed": seed})
-    return out

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.sampling import subsample
 from ..errors import ConfigError
 from ..model import TransferModel
 from .base import FitContext, StepOutput
@@ -157,11 +158,7 @@ class Delta(RegularisedMethod):
 
         from ..train.inference import to_device
 
-        ds = ctx.train
-        n = self.params.attention_samples
-        if len(ds) > n:
-            rng = np.random.default_rng(ctx.train_config.seed)
-            ds = ds.subset(np.sort(rng.choice(len(ds), n, replace=False)))
+        ds = subsample(ctx.train, self.params.attention_samples, seed=ctx.train_config.seed)
         loader_of = ctx.make_loader
         if loader_of is None:
             raise ConfigError("DELTA's taylor attention needs the training loader; train through fit().")

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from ..data.base import Dataset
+from ..data.sampling import subsample
 from ..model import TransferModel
 from .base import FitContext, Method
 from .registry import register
@@ -35,6 +36,7 @@ from .registry import register
 #: examples used to re-estimate batch-norm statistics (a seeded subsample of larger training sets), and the batch
 #: size of that pass: fixed, so that the statistics do not depend on train.batch_size or the number of processes
 RECALIBRATION_SAMPLES, RECALIBRATION_BATCH = 2048, 128
+RECALIBRATION_STREAM = 0x5C0  # the stream of that subsample's seeded draw (see transferkit.data.sampling)
 
 
 @torch.no_grad()
@@ -111,8 +113,6 @@ class FreezeUnfreeze(Method):
         wanted = self.params.recalibrate_bn and self.train_config.head_epochs > 0
         if epoch != 0 or not wanted or self._calibration is None:
             return
-        from ..adaptation.validators import subsample
-
         train, make_loader = self._calibration
-        ds = subsample(train, RECALIBRATION_SAMPLES, self.train_config.seed)
+        ds = subsample(train, RECALIBRATION_SAMPLES, seed=self.train_config.seed, stream=RECALIBRATION_STREAM)
         recalibrate_norm_statistics(model, make_loader(ds, train=False, batch_size=RECALIBRATION_BATCH))
