@@ -3,6 +3,18 @@
 :func:`load_data` turns a :class:`~transferkit.config.DataConfig` into :class:`Splits`; everything downstream reads
 only :class:`Dataset` / :class:`Splits`. Reading and splitting data never imports torch (so ``transferkit datasets``
 is fast); :func:`make_loader` and the transforms, which need torch, are imported on first use.
+
+The modules, each one kind of thing:
+
+* ``base``: :class:`Dataset` and :class:`Splits`; ``preprocessing``: what a backbone expects of its inputs;
+* ``image_folders``, ``tables``, ``arrays``: the user's own data (``labels``: their class labels as indices);
+* ``builtin``: the offline data sets; ``shifted``: their shifted targets and the domain-adaptation pairs
+  (``packages``: files inside installed packages, which both read);
+* ``splits``: the seeded stratified train/val/test split; ``sampling``: the one seeded subsample;
+* ``coerce``: whatever the estimator's ``fit`` accepts, as :class:`Splits`;
+* ``transforms``, ``loaders``: torch batches.
+
+Data sits below the backbones: nothing here imports :mod:`transferkit.backbones`.
 """
 
 from __future__ import annotations
