@@ -25,8 +25,8 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__
 from .errors import TransferkitError
+from .version import __version__
 
 _TRUST_HELP = ("let the model folder import and run the backbone code it names (your own module: factory); "
                "only for a folder from a source you trust")

@@ -14,10 +14,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import __version__
 from .backbones.base import Backbone, Preprocessing
 from .errors import RunError, WeightsError
 from .io import write_json, write_with
+from .version import __version__
 
 MODEL_WEIGHTS = "model.safetensors"
 MODEL_META = "model.json"

@@ -30,10 +30,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import __version__
 from ..backbones.base import Backbone
 from ..data.base import Dataset
 from ..errors import BackboneError, DataError
+from ..version import __version__
 from .batches import frozen_batches
 from .cache import FeatureCache, default_cache
 from .engines import OnnxEngine, TorchEngine, check_engine, select_engine, warn_once
