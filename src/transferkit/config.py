@@ -5,7 +5,9 @@ domain for domain adaptation: its training split is used without labels; its lab
 the ``target_accuracy`` report column and the final target metrics). YAML files and ``--set section.key=value``
 overrides are checked against the dataclasses below: an unknown key is refused with the closest valid key as a
 suggestion, and values are coerced to the declared type (so ``--set train.lr=3e-4`` works) or refused with a
-sentence naming the key.
+sentence naming the key. What values a setting takes (a range, choices) is declared once, in its field's metadata
+(``field(default=1e-3, metadata=param(gt=0))``), and :func:`check_fields` enforces it wherever settings are built:
+config files, overrides, the estimator's hyperparameters and every method's ``Params`` (``model.method_params``).
 
 The estimator :class:`transferkit.TransferClassifier` takes the fields of :class:`ModelConfig` and
 :class:`TrainConfig` as its (flat) hyperparameters, which is what makes ``sklearn.base.clone`` work.
