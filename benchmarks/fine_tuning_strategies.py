@@ -25,11 +25,12 @@ from transferkit import TransferClassifier  # noqa: E402
 from transferkit.config import DataConfig  # noqa: E402
 from transferkit.data import load_data  # noqa: E402
 
-RECIPE = dict(backbone="mobilenet_v2.imagenet", image_size=64, batch_size=64, epochs=3, head_epochs=1, progress=False)
+RECIPE = dict(backbone="mobilenet_v2.imagenet", image_size=64, batch_size=64, epochs=3, progress=False)
 STRATEGIES = {
     "finetune": dict(method="finetune"),
-    "freeze-unfreeze": dict(method="freeze-unfreeze"),
-    "freeze-unfreeze, source BN statistics": dict(method="freeze-unfreeze", method_params={"recalibrate_bn": False}),
+    "freeze-unfreeze": dict(method="freeze-unfreeze", method_params={"head_epochs": 1}),
+    "freeze-unfreeze, source BN statistics": dict(method="freeze-unfreeze",
+                                                  method_params={"head_epochs": 1, "recalibrate_bn": False}),
     "linear-probe": dict(method="linear-probe"),
 }
 

@@ -24,8 +24,8 @@ from transferkit.data import load_data  # noqa: E402
 
 RECIPES = {
     "full": dict(method="finetune", lr=5e-5, head_lr_scale=20.0, batch_size=32, warmup_fraction=0.1),
-    "freeze-unfreeze": dict(method="freeze-unfreeze", lr=5e-5, head_lr_scale=20.0, batch_size=32, head_epochs=1,
-                            warmup_fraction=0.1),
+    "freeze-unfreeze": dict(method="freeze-unfreeze", lr=5e-5, head_lr_scale=20.0, batch_size=32,
+                            method_params={"head_epochs": 1}, warmup_fraction=0.1),
     "llrd": dict(method="finetune", lr=8e-5, layer_decay=0.8, head_lr_scale=10.0, batch_size=32,
                  warmup_fraction=0.1),
     # LoRA on every Linear of the encoder (attention q/k/v/output and both feed-forward layers), rank 8: ~1.5% of the

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from transferkit.config import (
+    Constraint,
+    DataConfig,
+    ModelConfig,
     RunConfig,
+    TrainConfig,
     apply_overrides,
+    constraint_of,
     hyperparameter_names,
     load_yaml,
     split_hyperparameters,
@@ -78,3 +85,35 @@ def test_flat_hyperparameters_split():
     assert "backbone" in hyperparameter_names() and "epochs" in hyperparameter_names()
     with pytest.raises(ConfigError, match="did you mean 'epochs'"):
         split_hyperparameters({"epoch": 3})
+
+
+def _constrained_settings() -> list[tuple[str, object]]:
+    """Every (section.key, value breaking its declared constraint) of the data, model and train sections."""
+    out = []
+    for section, cls in (("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig)):
+        for f in dataclasses.fields(cls):
+            c = constraint_of(f)
+            if c is not None:
+                out.append((f"{section}.{f.name}", c.violation()))
+    return out
+
+
+@pytest.mark.parametrize("key, bad", _constrained_settings(), ids=lambda v: v if isinstance(v, str) else "")
+def test_every_declared_setting_constraint_is_enforced(key: str, bad: object) -> None:
+    """A rule written in a field's metadata is a rule: through --set, and through the estimator's hyperparameters."""
+    with pytest.raises(ConfigError, match=f"'{key}' (must be|is )") as err:
+        apply_overrides(RunConfig(), [(key, bad)])
+    assert "\n" not in str(err.value)
+    if not key.startswith("data."):
+        with pytest.raises(ConfigError, match=f"'{key}'"):
+            split_hyperparameters({key.split(".")[1]: bad})
+
+
+def test_range_wording() -> None:
+    assert Constraint(gt=0).problem(0, "k") == "'k' must be a positive number, not 0."
+    assert Constraint(ge=0).problem(-1, "k") == "'k' must be 0 or positive, not -1."
+    assert Constraint(gt=0, le=1).problem(2, "k") == "'k' must be in (0, 1], not 2."
+    assert Constraint(ge=1, says="at least 1 epoch").problem(0, "k") == "'k' must be at least 1 epoch, not 0."
+    assert Constraint(choices=(None, "balanced")).problem("x", "k") == "'k' is 'x' but must be one of: null, balanced."
+    assert Constraint(required="Give k.").problem(None, "k") == "Give k."
+    assert Constraint(ge=0).problem(None, "k") is None  # None means off / the default

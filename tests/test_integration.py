@@ -38,7 +38,7 @@ def test_freeze_unfreeze(animals):
 
     from transferkit.backbones import build_backbone
 
-    clf = TransferClassifier(method="freeze-unfreeze", epochs=3, head_epochs=1, **IMAGE).fit(animals)
+    clf = TransferClassifier(method="freeze-unfreeze", epochs=3, method_params={"head_epochs": 1}, **IMAGE).fit(animals)
     assert clf.history_[0]["val_accuracy"] >= 0.6  # the head alone, on frozen pretrained features, already works
     # measured 0.909 (seeds 1, 2: 0.882, 0.892); with the source's batch-norm statistics 0.775 (0.804, 0.869), as the
     # features shift under the head at unfreezing (benchmarks/fine_tuning_strategies.py)

@@ -53,11 +53,21 @@ def test_freeze_first_k_blocks():
 
 def test_freeze_unfreeze_switches_at_head_epochs():
     model = _model()
-    m = create_method("freeze-unfreeze")
-    m.setup(_ctx(model, head_epochs=2))
+    m = create_method("freeze-unfreeze", {"head_epochs": 2})
+    m.setup(_ctx(model))
     for epoch, expect in ((0, False), (1, False), (2, True), (3, True)):
         m.on_epoch_start(model, epoch)
         assert all(p.requires_grad == expect for p in model.backbone.parameters()), epoch
+
+
+def test_freeze_unfreeze_still_reads_the_deprecated_train_head_epochs_with_a_warning():
+    """Old configs set train.head_epochs; it keeps its meaning (and wins) but says where the setting lives now."""
+    model = _model()
+    m = create_method("freeze-unfreeze", {"head_epochs": 0})
+    with pytest.warns(FutureWarning, match="model.method_params.head_epochs"):
+        m.setup(_ctx(model, head_epochs=2))
+    m.on_epoch_start(model, 1)
+    assert not any(p.requires_grad for p in model.backbone.parameters())
 
 
 def test_recalibration_sets_batch_norm_statistics_to_the_data_and_nothing_else():
@@ -88,8 +98,8 @@ def test_freeze_unfreeze_recalibrates_before_the_head_phase_only(blobs_images):
     def loader(d, *, train, **_):
         return make_loader(d, model.preprocessing, image_size=16, train=train, batch_size=16)
 
-    m = create_method("freeze-unfreeze")
-    m.setup(FitContext(model, ds, None, TrainConfig(head_epochs=1), make_loader=loader))
+    m = create_method("freeze-unfreeze", {"head_epochs": 1})
+    m.setup(FitContext(model, ds, None, TrainConfig(), make_loader=loader))
     bn = model.backbone.b1[1]
     fresh = bn.running_mean.clone()
     m.on_epoch_start(model, 0)
@@ -99,8 +109,8 @@ def test_freeze_unfreeze_recalibrates_before_the_head_phase_only(blobs_images):
     assert torch.equal(bn.running_mean, calibrated)
 
     model = _model()
-    off = create_method("freeze-unfreeze", {"recalibrate_bn": False})
-    off.setup(FitContext(model, ds, None, TrainConfig(head_epochs=1), make_loader=loader))
+    off = create_method("freeze-unfreeze", {"recalibrate_bn": False, "head_epochs": 1})
+    off.setup(FitContext(model, ds, None, TrainConfig(), make_loader=loader))
     fresh = model.backbone.b1[1].running_mean.clone()
     off.on_epoch_start(model, 0)
     assert torch.equal(model.backbone.b1[1].running_mean, fresh)  # recalibrate_bn: false keeps the source's

@@ -5,7 +5,9 @@ domain for domain adaptation: its training split is used without labels; its lab
 the ``target_accuracy`` report column and the final target metrics). YAML files and ``--set section.key=value``
 overrides are checked against the dataclasses below: an unknown key is refused with the closest valid key as a
 suggestion, and values are coerced to the declared type (so ``--set train.lr=3e-4`` works) or refused with a
-sentence naming the key.
+sentence naming the key. What values a setting takes (a range, choices) is declared once, in its field's metadata
+(``field(default=1e-3, metadata=param(gt=0))``), and :func:`check_fields` enforces it wherever settings are built:
+config files, overrides, the estimator's hyperparameters and every method's ``Params`` (``model.method_params``).
 
 The estimator :class:`transferkit.TransferClassifier` takes the fields of :class:`ModelConfig` and
 :class:`TrainConfig` as its (flat) hyperparameters, which is what makes ``sklearn.base.clone`` work.
@@ -18,11 +20,124 @@ import difflib
 import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+
+
+# --- declared constraints: one home for every rule about one setting's value ---------------------------------------
+@dataclass(frozen=True)
+class Constraint:
+    """What values one field of a settings dataclass takes, declared next to the field (see :func:`param`).
+
+    A range (``ge``/``gt``/``le``/``lt``), a set of ``choices``, or a ``check`` callable that returns ``None`` for a
+    good value and otherwise what the value must be ("a list of block indices"; it may also raise its own
+    ConfigError). ``says`` replaces the generated description of a range when the field needs a word more ("0 (off)
+    or positive"); ``required`` is the whole sentence for a field that must be given (``None`` or empty otherwise).
+    ``None`` passes every other test: it means "off" or "the default" wherever a field allows it.
+    """
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    choices: tuple[Any, ...] | None = None
+    check: Callable[[Any], str | None] | None = None
+    says: str | None = None
+    required: str | None = None
+
+    def problem(self, value: Any, key: str) -> str | None:
+        """The one-sentence ConfigError message for ``value`` of setting ``key``, or ``None`` when it is allowed."""
+        if value is None or (self.required and value in ("", [], {})):
+            return self.required
+        if self.choices is not None and value not in self.choices:
+            return f"'{key}' is '{value}' but must be one of: {', '.join(_word(c) for c in self.choices)}."
+        if self.check is not None:
+            wanted = self.check(value)
+            return f"'{key}' must be {wanted}, not {value!r}." if wanted else None
+        if not self._in_range(value):
+            return f"'{key}' must be {self.says or self._range_words()}, not {value}."
+        return None
+
+    def _in_range(self, v: Any) -> bool:
+        return ((self.ge is None or v >= self.ge) and (self.gt is None or v > self.gt)
+                and (self.le is None or v <= self.le) and (self.lt is None or v < self.lt))
+
+    def _range_words(self) -> str:
+        low = (f"[{self.ge:g}" if self.ge is not None else f"({self.gt:g}" if self.gt is not None else None)
+        high = (f"{self.le:g}]" if self.le is not None else f"{self.lt:g})" if self.lt is not None else None)
+        if low and high:
+            return f"in {low}, {high}"
+        if self.gt == 0 and high is None:
+            return "a positive number"
+        if self.ge == 0 and high is None:
+            return "0 or positive"
+        if low:
+            return f"at least {self.ge:g}" if self.ge is not None else f"greater than {self.gt:g}"
+        return f"at most {self.le:g}" if self.le is not None else f"less than {self.lt:g}"
+
+    def violation(self) -> Any:
+        """A value this constraint refuses (for tests that prove every declared rule is enforced)."""
+        if self.required is not None:
+            return None
+        if self.choices is not None:
+            return "not-one-of-the-choices"
+        if self.check is not None:
+            return object()
+        for bound, step in ((self.ge, -1), (self.gt, 0), (self.le, 1), (self.lt, 0)):
+            if bound is not None:
+                return bound + step
+        raise ValueError("a constraint without a rule")
+
+
+def param(**rules: Any) -> dict[str, Constraint]:
+    """Field metadata declaring what a setting accepts: ``field(default=1.0, metadata=param(ge=0))``.
+
+    The rules are those of :class:`Constraint`; :func:`check_fields` applies them when the settings are built from
+    a config file, ``--set`` overrides, estimator hyperparameters or ``method_params``.
+    """
+    return {_CONSTRAINT: Constraint(**rules)}
+
+
+_CONSTRAINT = "transferkit.constraint"
+
+
+def constraint_of(f: dataclasses.Field) -> Constraint | None:
+    """The constraint declared on dataclass field ``f`` (``None`` when it declares none)."""
+    return f.metadata.get(_CONSTRAINT)
+
+
+def check_fields(obj: Any, prefix: str) -> None:
+    """Refuse the first field of dataclass ``obj`` whose value breaks its declared constraint (one sentence).
+
+    ``prefix`` names the section in messages (``train``, ``model.method_params``). A dataclass whose rules relate
+    two of its fields declares them in a ``check_together(prefix)`` method, called after the per-field rules.
+    """
+    for f in dataclasses.fields(obj):
+        c = constraint_of(f)
+        message = c.problem(getattr(obj, f.name), f"{prefix}.{f.name}" if prefix else f.name) if c else None
+        if message:
+            raise ConfigError(message)
+    together = getattr(obj, "check_together", None)
+    if together is not None:
+        together(prefix)
+
+
+def _word(choice: Any) -> str:
+    """A choice as a config file spells it (``None`` is ``null``)."""
+    return "null" if choice is None else str(choice)
+
+
+POSITIVE = param(gt=0)
+NON_NEGATIVE = param(ge=0)
+FRACTION = param(ge=0, lt=1)  # in [0, 1)
+OFF_OR_POSITIVE = param(ge=0, says="0 (off) or positive")
+
+#: monitors that need target data (and, for the iw/dev ones, a source validation split)
+TARGET_MONITORS = ("iw_val_accuracy", "iw_val_loss", "dev_val_loss", "snd", "im", "target_accuracy")
 
 
 @dataclass
@@ -33,11 +148,13 @@ class DataConfig:
     path: str | None = None  # an image folder, or a CSV/TSV/JSONL file
     text_column: str = "text"
     label_column: str = "label"
-    val_fraction: float = 0.1  # for sources without their own val split
-    test_fraction: float = 0.2  # for sources without their own test split
+    val_fraction: float = field(default=0.1, metadata=FRACTION)  # for sources without their own val split
+    test_fraction: float = field(default=0.2, metadata=FRACTION)  # for sources without their own test split
     split_seed: int = 0
-    train_size: int | None = None  # keep at most this many training examples (stratified, seeded)
-    per_class: int | None = None  # keep exactly k training examples per class (few-shot)
+    # keep at most this many training examples (stratified, seeded)
+    train_size: int | None = field(default=None, metadata=POSITIVE)
+    # keep exactly k training examples per class (few-shot)
+    per_class: int | None = field(default=None, metadata=POSITIVE)
 
 
 @dataclass
@@ -49,52 +166,75 @@ class ModelConfig:
     pretrained: bool = True  # False: same architecture, random initialisation
     method: str = "finetune"
     method_params: dict[str, Any] = field(default_factory=dict)
-    head: str = "linear"  # linear | mlp
-    head_hidden: int = 512
-    head_dropout: float = 0.0
-    image_size: int | None = None  # None: the backbone's own input size
-    drop_path: float = 0.0  # stochastic depth (largest per-block drop rate) where the backbone has it (timm, some tv)
+    head: str = field(default="linear", metadata=param(choices=("linear", "mlp")))
+    head_hidden: int = field(default=512, metadata=POSITIVE)
+    head_dropout: float = field(default=0.0, metadata=FRACTION)
+    image_size: int | None = field(default=None, metadata=POSITIVE)  # None: the backbone's own input size
+    # stochastic depth (largest per-block drop rate) where the backbone has it (timm, some tv)
+    drop_path: float = field(default=0.0, metadata=FRACTION)
 
 
 @dataclass
 class TrainConfig:
     """The optimisation recipe, shared by every method that trains through the loop."""
 
-    epochs: int = 3
-    batch_size: int = 64
-    lr: float = 1e-3
-    head_lr_scale: float = 10.0  # the new head learns this many times faster than the backbone
-    optimizer: str = "adamw"  # adamw | sgd
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    schedule: str = "cosine"  # cosine | plateau | constant
-    warmup_fraction: float = 0.05  # share of all steps spent warming up linearly
-    freeze_blocks: int = 0  # keep the first k backbone blocks frozen
-    head_epochs: int = 1  # freeze-unfreeze: epochs with only the head training
-    layer_decay: float = 1.0  # per-block LR multiplier, counted down from the top block (1.0: off)
-    label_smoothing: float = 0.0
-    mixup_alpha: float = 0.0  # mixup of the labelled batch with soft targets, Beta(alpha, alpha); 0: off
-    cutmix_alpha: float = 0.0  # cutmix (images only), Beta(alpha, alpha); with mixup too, one of them per batch
-    augment: str = "none"  # none | light | standard | strong
-    grad_clip: float | None = 1.0
-    early_stopping: int | None = None  # patience in epochs on `monitor`; None: off
+    epochs: int = field(default=3, metadata=POSITIVE)
+    batch_size: int = field(default=64, metadata=POSITIVE)
+    lr: float = field(default=1e-3, metadata=POSITIVE)
+    # the new head learns this many times faster than the backbone
+    head_lr_scale: float = field(default=10.0, metadata=POSITIVE)
+    optimizer: str = field(default="adamw", metadata=param(choices=("adamw", "sgd")))
+    momentum: float = field(default=0.9, metadata=FRACTION)
+    weight_decay: float = field(default=1e-4, metadata=NON_NEGATIVE)
+    schedule: str = field(default="cosine", metadata=param(choices=("cosine", "plateau", "constant")))
+    warmup_fraction: float = field(default=0.05, metadata=FRACTION)  # share of all steps spent warming up linearly
+    freeze_blocks: int = field(default=0, metadata=NON_NEGATIVE)  # keep the first k backbone blocks frozen
+    # deprecated: freeze-unfreeze's own setting is model.method_params.head_epochs; when set, this one is used for
+    # it (with a FutureWarning), so that old configs keep their meaning
+    head_epochs: int | None = field(default=None, metadata=NON_NEGATIVE)
+    # per-block LR multiplier, counted down from the top block (1.0: off)
+    layer_decay: float = field(default=1.0, metadata=POSITIVE)
+    label_smoothing: float = field(default=0.0, metadata=FRACTION)
+    # mixup of the labelled batch with soft targets, Beta(alpha, alpha); 0: off
+    mixup_alpha: float = field(default=0.0, metadata=OFF_OR_POSITIVE)
+    # cutmix (images only), Beta(alpha, alpha); with mixup too, one of them per batch
+    cutmix_alpha: float = field(default=0.0, metadata=OFF_OR_POSITIVE)
+    augment: str = field(default="none", metadata=param(choices=("none", "light", "standard", "strong")))
+    grad_clip: float | None = field(default=1.0, metadata=POSITIVE)
+    # patience in epochs on `monitor`; None: off
+    early_stopping: int | None = field(
+        default=None, metadata=param(ge=1, says="at least 1 epoch (or null for no early stopping)"))
     # val_accuracy | val_macro_f1 | val_loss | last (keep the last epoch, the usual protocol of domain adaptation
     # papers), or with a target (see transferkit.adaptation.validators):
     # iw_val_accuracy | iw_val_loss | dev_val_loss | snd | im (no target labels) | target_accuracy (oracle, reports)
-    monitor: str = "val_accuracy"
-    mixed_precision: str = "auto"  # auto | no | fp16 | bf16
-    device: str = "auto"  # auto | cpu | cuda
+    monitor: str = field(default="val_accuracy", metadata=param(
+        choices=("val_accuracy", "val_macro_f1", "val_loss", "last", *TARGET_MONITORS)))
+    mixed_precision: str = field(default="auto", metadata=param(choices=("auto", "no", "fp16", "bf16")))
+    device: str = field(default="auto", metadata=param(choices=("auto", "cpu", "cuda")))
     seed: int = 0
     deterministic: bool = True
-    num_workers: int = 0
+    num_workers: int = field(default=0, metadata=NON_NEGATIVE)
     progress: bool = True
     # domain adaptation (with a target; see transferkit.adaptation.selection)
-    source_selection: str = "none"  # none | weight | keep | tradaboost: weigh / filter the source by target-likeness
-    selection_fraction: float = 0.5  # keep: the most target-like fraction of the source that is kept
-    selection_clip: float = 10.0  # weight / tradaboost: largest weight (weights have mean 1)
-    selection_on: str = "auto"  # auto | features | inputs: what the source-vs-target classifier sees (auto: inputs
-    #                             for tabular data, frozen backbone features otherwise)
-    target_labels_per_class: int = 0  # 0: unsupervised; k > 0: k labelled target examples per class (seeded)
+    # none | weight | keep | tradaboost: weigh / filter the source by target-likeness
+    source_selection: str = field(default="none", metadata=param(choices=("none", "weight", "keep", "tradaboost")))
+    # keep: the most target-like fraction of the source that is kept
+    selection_fraction: float = field(default=0.5, metadata=param(gt=0, le=1))
+    # weight / tradaboost: largest weight (weights have mean 1)
+    selection_clip: float = field(default=10.0, metadata=param(ge=1, says="at least 1 (the weights have mean 1)"))
+    # auto | features | inputs: what the source-vs-target classifier sees (auto: inputs for tabular data, frozen
+    # backbone features otherwise)
+    selection_on: str = field(default="auto", metadata=param(choices=("auto", "features", "inputs")))
+    # 0: unsupervised; k > 0: k labelled target examples per class (seeded)
+    target_labels_per_class: int = field(default=0, metadata=param(ge=0, says="0 (no target labels) or positive"))
+
+    def check_together(self, section: str) -> None:
+        """The rule that relates two settings: TrAdaBoost learns from a few labelled target examples."""
+        if self.source_selection == "tradaboost" and self.target_labels_per_class == 0:
+            raise ConfigError(
+                f"'{section}.source_selection' tradaboost needs a few labelled target examples; set "
+                f"{section}.target_labels_per_class to k > 0."
+            )
 
 
 @dataclass
@@ -117,21 +257,6 @@ class RunConfig:
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "target": DataConfig}
-
-#: monitors that need target data (and, for the iw/dev ones, a source validation split)
-TARGET_MONITORS = ("iw_val_accuracy", "iw_val_loss", "dev_val_loss", "snd", "im", "target_accuracy")
-
-CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
-    ("model", "head"): ("linear", "mlp"),
-    ("train", "optimizer"): ("adamw", "sgd"),
-    ("train", "schedule"): ("cosine", "plateau", "constant"),
-    ("train", "augment"): ("none", "light", "standard", "strong"),
-    ("train", "monitor"): ("val_accuracy", "val_macro_f1", "val_loss", "last", *TARGET_MONITORS),
-    ("train", "source_selection"): ("none", "weight", "keep", "tradaboost"),
-    ("train", "selection_on"): ("auto", "features", "inputs"),
-    ("train", "mixed_precision"): ("auto", "no", "fp16", "bf16"),
-    ("train", "device"): ("auto", "cpu", "cuda"),
-}
 
 
 def hyperparameter_names() -> list[str]:
@@ -310,66 +435,13 @@ def _build(cls: type, raw: dict[str, Any], where: str, path: str = "") -> Any:
         else:
             kwargs[key] = _coerce(value, hint, full)
     obj = cls(**kwargs)
-    # the section whose CHOICES apply: from the key path, or for a section built alone (the estimator's flat
-    # hyperparameters go through split_hyperparameters) from its class
-    section = path.split(".")[0] if path else _SECTION_OF.get(cls, "")
-    for (sec, name), allowed in CHOICES.items():
-        if sec == section and hasattr(obj, name) and getattr(obj, name) not in allowed:
-            raise ConfigError(
-                f"'{sec}.{name}' is '{getattr(obj, name)}' but must be one of: {', '.join(allowed)}."
-            )
-    if cls is DataConfig or cls is TrainConfig or cls is ModelConfig:
-        _check_ranges(obj, section or cls.__name__.replace("Config", "").lower())
+    # the section that names the keys in messages: from the key path, or for a section built alone (the estimator's
+    # flat hyperparameters go through split_hyperparameters) from its class
+    check_fields(obj, path or _SECTION_OF.get(cls, ""))
     return obj
 
 
-_SECTION_OF: dict[type, str] = {ModelConfig: "model", TrainConfig: "train"}
-
-
-#: the allowed range of every numeric field of the data, model and train sections: (test, what the sentence says).
-#: ``None`` always passes (it means "off" or "the default"); booleans and text never reach these tests.
-_RANGES: dict[str, tuple[Any, str]] = {
-    **{name: (lambda v: v > 0, "a positive number") for name in (
-        "epochs", "batch_size", "head_hidden", "image_size", "train_size", "per_class", "lr", "head_lr_scale",
-        "layer_decay", "grad_clip")},
-    **{name: (lambda v: v >= 0, "0 or positive") for name in (
-        "weight_decay", "freeze_blocks", "head_epochs", "num_workers")},
-    **{name: (lambda v: 0.0 <= v < 1.0, "in [0, 1)") for name in (
-        "val_fraction", "test_fraction", "warmup_fraction", "head_dropout", "label_smoothing", "drop_path",
-        "momentum")},
-    **{name: (lambda v: v >= 0, "0 (off) or positive") for name in ("mixup_alpha", "cutmix_alpha")},
-    "early_stopping": (lambda v: v >= 1, "at least 1 epoch (or null for no early stopping)"),
-}
-
-
-def _check_ranges(obj: Any, section: str) -> None:
-    """Refuse a value outside its field's range in :data:`_RANGES`, naming the key, the range and the value."""
-    for f in dataclasses.fields(obj):
-        v = getattr(obj, f.name)
-        test = _RANGES.get(f.name)
-        if test is not None and v is not None and not test[0](v):
-            raise ConfigError(f"'{section}.{f.name}' must be {test[1]}, not {v}.")
-    if isinstance(obj, TrainConfig):
-        _check_selection(obj, section)
-
-
-def _check_selection(obj: TrainConfig, section: str) -> None:
-    if not 0.0 < obj.selection_fraction <= 1.0:
-        raise ConfigError(f"'{section}.selection_fraction' must be in (0, 1], not {obj.selection_fraction}.")
-    if obj.selection_clip < 1.0:
-        raise ConfigError(
-            f"'{section}.selection_clip' must be at least 1 (the weights have mean 1), not {obj.selection_clip}."
-        )
-    if obj.target_labels_per_class < 0:
-        raise ConfigError(
-            f"'{section}.target_labels_per_class' must be 0 (no target labels) or positive, not "
-            f"{obj.target_labels_per_class}."
-        )
-    if obj.source_selection == "tradaboost" and obj.target_labels_per_class == 0:
-        raise ConfigError(
-            f"'{section}.source_selection' tradaboost needs a few labelled target examples; set "
-            f"{section}.target_labels_per_class to k > 0."
-        )
+_SECTION_OF: dict[type, str] = {ModelConfig: "model", TrainConfig: "train", DataConfig: "data"}
 
 
 def _dataclass_in(hint: Any) -> type | None:

@@ -29,11 +29,12 @@ Owned modules (a domain discriminator, a random projection) are built in :meth:`
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 
+from ..config import param
 from ..data.base import Dataset
 from ..errors import ConfigError, DataError
 from ..model import TransferModel
@@ -49,7 +50,8 @@ ROUNDS_PER_EPOCH = 10_000
 class AdaptationParams:
     """The weight of the adaptation term (every adaptation method has one)."""
 
-    trade_off: float = 1.0  # weight of the domain-adaptation loss next to the source cross-entropy
+    # weight of the domain-adaptation loss next to the source cross-entropy
+    trade_off: float = field(default=1.0, metadata=param(ge=0))
 
 
 @dataclass
@@ -71,18 +73,10 @@ class AdaptationMethod(Method):
 
     def __init__(self, params: Any | None = None) -> None:
         super().__init__(params)
-        self.check_non_negative("trade_off")
         self._make_loader: Callable[..., Any] | None = None
         self._target: Dataset | None = None
         self._streams: dict[str | None, Iterator[Any]] = {}
         self._epoch = 0
-
-    def check_non_negative(self, *names: str) -> None:
-        """A ConfigError for a negative value among the named parameters."""
-        for name in names:
-            v = getattr(self.params, name)
-            if v < 0:
-                raise ConfigError(f"'model.method_params.{name}' must be 0 or positive, not {v}.")
 
     # --- set-up -------------------------------------------------------------------------------------------
     def setup(self, ctx: FitContext) -> None:

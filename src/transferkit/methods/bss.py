@@ -13,12 +13,12 @@ is never penalised, so a batch of one example adds nothing). No copy of the sour
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 
-from ..errors import ConfigError
+from ..config import param
 from ..model import TransferModel
 from .base import StepOutput
 from .registry import register
@@ -27,8 +27,8 @@ from .regularised import RegularisedMethod, ScheduleParams, forward_with_feature
 
 @dataclass
 class BSSParams(ScheduleParams):
-    eta: float = 0.001  # weight of the shrinkage term
-    k: int = 1  # how many of the smallest singular values are shrunk
+    eta: float = field(default=0.001, metadata=param(ge=0))  # weight of the shrinkage term
+    k: int = field(default=1, metadata=param(gt=0))  # how many of the smallest singular values are shrunk
 
 
 def spectral_shrinkage(features: torch.Tensor, k: int) -> torch.Tensor:
@@ -47,12 +47,6 @@ class BSS(RegularisedMethod):
     name: ClassVar[str] = "bss"
     summary: ClassVar[str] = "fine-tune shrinking the k smallest singular values of the batch features (BSS)"
     Params: ClassVar[type] = BSSParams
-
-    def __init__(self, params: Any | None = None) -> None:
-        super().__init__(params)
-        self.check_non_negative("eta")
-        if self.params.k < 1:
-            raise ConfigError(f"'model.method_params.k' must be a positive number, not {self.params.k}.")
 
     def training_step(self, model: TransferModel, batch: tuple[Any, torch.Tensor]) -> StepOutput:
         x, y = self.mix(batch)

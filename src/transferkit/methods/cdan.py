@@ -24,7 +24,7 @@ Logged per step: ``transfer_loss``, ``domain_acc``, ``grl_coeff``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -36,7 +36,7 @@ from ..adaptation.losses import (
     domain_adversarial_loss,
     multilinear_map,
 )
-from ..errors import ConfigError
+from ..config import param
 from ..model import TransferModel
 from .base import StepOutput
 from .dann import AdversarialMethod, DiscriminatorParams
@@ -47,8 +47,9 @@ from .registry import register
 class CDANParams(DiscriminatorParams):
     entropy: bool = False  # CDAN+E: weight examples by 1 + exp(-H(g)), normalised per domain
     randomized: bool | None = None  # randomized multilinear map; None: when C * d > randomized_threshold
-    randomized_dim: int = 1024  # k, the output size of the randomized map
-    randomized_threshold: int = 4096  # with randomized unset: use the randomized map above this C * d
+    randomized_dim: int = field(default=1024, metadata=param(gt=0))  # k, the output size of the randomized map
+    # with randomized unset: use the randomized map above this C * d
+    randomized_threshold: int = field(default=4096, metadata=param(gt=0))
 
 
 @dataclass
@@ -64,8 +65,6 @@ class CDAN(AdversarialMethod):
 
     def __init__(self, params: Any | None = None) -> None:
         super().__init__(params)
-        if self.params.randomized_dim < 1 or self.params.randomized_threshold < 1:
-            raise ConfigError("'model.method_params.randomized_dim' and 'randomized_threshold' must be positive.")
         self.random_map: RandomizedMultilinearMap | None = None
 
     def use_randomized(self, model: TransferModel) -> bool:

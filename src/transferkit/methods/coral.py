@@ -15,13 +15,13 @@ Logged per step: ``coral`` (the adaptation term before ``trade_off``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 
 from ..adaptation.losses import coral_loss
-from ..errors import ConfigError
+from ..config import param
 from ..model import TransferModel
 from .adaptation import AdaptationMethod, AdaptationParams
 from .base import StepOutput
@@ -32,7 +32,8 @@ LAYERS = ("features", "logits")
 
 @dataclass
 class CORALParams(AdaptationParams):
-    on: str = "features"  # features | logits: which layer's covariances to match
+    # features | logits: which layer's covariances to match
+    on: str = field(default="features", metadata=param(choices=LAYERS))
 
 
 @register
@@ -40,13 +41,6 @@ class CORAL(AdaptationMethod):
     name: ClassVar[str] = "coral"
     summary: ClassVar[str] = "match the covariances of source and target features (Deep CORAL)"
     Params: ClassVar[type] = CORALParams
-
-    def __init__(self, params: Any | None = None) -> None:
-        super().__init__(params)
-        if self.params.on not in LAYERS:
-            raise ConfigError(
-                f"'model.method_params.on' is '{self.params.on}' but must be one of: {', '.join(LAYERS)}."
-            )
 
     def training_step(self, model: TransferModel, batch: tuple[Any, torch.Tensor]) -> StepOutput:
         x_s, y_s = self.mix(batch)

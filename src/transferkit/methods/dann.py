@@ -21,7 +21,7 @@ no longer tell the domains apart) and ``grl_coeff`` (``lambda``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -33,7 +33,7 @@ from ..adaptation.losses import (
     domain_accuracy,
     domain_adversarial_loss,
 )
-from ..errors import ConfigError
+from ..config import param
 from ..model import TransferModel
 from .adaptation import AdaptationMethod, AdaptationParams
 from .base import StepOutput
@@ -44,10 +44,12 @@ from .registry import register
 class DiscriminatorParams(AdaptationParams):
     """The adversarial weight, the GRL schedule and the discriminator's shape."""
 
-    gamma: float = 10.0  # steepness of the GRL schedule lambda(p); 0: lambda = 1 throughout
-    hidden: int = 1024  # width of the discriminator's hidden layers
-    layers: int = 2  # hidden layers of the discriminator
-    dropout: float = 0.5  # dropout after each hidden layer (ignored with batch_norm)
+    # steepness of the GRL schedule lambda(p); 0: lambda = 1 throughout
+    gamma: float = field(default=10.0, metadata=param(ge=0))
+    hidden: int = field(default=1024, metadata=param(gt=0))  # width of the discriminator's hidden layers
+    layers: int = field(default=2, metadata=param(ge=0))  # hidden layers of the discriminator
+    # dropout after each hidden layer (ignored with batch_norm)
+    dropout: float = field(default=0.5, metadata=param(ge=0, lt=1))
     batch_norm: bool = False  # Linear-BatchNorm-ReLU hidden layers instead of Linear-ReLU-Dropout
 
 
@@ -58,10 +60,6 @@ class AdversarialMethod(AdaptationMethod):
 
     def __init__(self, params: Any | None = None) -> None:
         super().__init__(params)
-        p = self.params
-        self.check_non_negative("gamma")
-        if p.hidden < 1 or p.layers < 0 or not 0.0 <= p.dropout < 1.0:
-            raise ConfigError("'model.method_params' needs hidden >= 1, layers >= 0 and dropout in [0, 1).")
         self.grl = GradientReversal(0.0)
 
     def discriminator_input_dim(self, model: TransferModel) -> int:

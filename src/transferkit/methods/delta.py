@@ -32,13 +32,14 @@ Cost per step: one no-grad forward of the frozen copy plus the distances, about 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..config import param
 from ..data.sampling import subsample
 from ..errors import ConfigError
 from ..model import TransferModel
@@ -49,14 +50,23 @@ from .regularised import Frozen, RegularisedMethod, ScheduleParams, capture, sum
 ATTENTIONS = ("uniform", "taylor")
 
 
+def block_indices(value: object) -> str | None:
+    """``None`` for a list of whole numbers (block indices); what ``layers`` must be otherwise."""
+    ok = isinstance(value, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in value)
+    return None if ok else "a list of block indices"
+
+
 @dataclass
 class DeltaParams(ScheduleParams):
-    alpha: float = 1.0  # weight of the feature-map distance
-    beta: float = 0.01  # weight of the plain L2 penalty on the new head
-    layers: list[int] | None = None  # tapped blocks (indices into backbone.blocks(), negative from the end)
-    attention: str = "uniform"  # uniform | taylor (channel weights, see the module docstring)
-    attention_samples: int = 256  # training examples used to estimate the taylor weights
-    num_layers: int = 4  # with layers unset: tap the last this many blocks
+    alpha: float = field(default=1.0, metadata=param(ge=0))  # weight of the feature-map distance
+    beta: float = field(default=0.01, metadata=param(ge=0))  # weight of the plain L2 penalty on the new head
+    # tapped blocks (indices into backbone.blocks(), negative from the end)
+    layers: list[int] | None = field(default=None, metadata=param(check=block_indices))
+    # uniform | taylor (channel weights, see the module docstring)
+    attention: str = field(default="uniform", metadata=param(choices=ATTENTIONS))
+    # training examples used to estimate the taylor weights
+    attention_samples: int = field(default=256, metadata=param(gt=0))
+    num_layers: int = field(default=4, metadata=param(gt=0))  # with layers unset: tap the last this many blocks
 
 
 def _as_ncs(t: torch.Tensor) -> torch.Tensor:
@@ -97,17 +107,6 @@ class Delta(RegularisedMethod):
 
     def __init__(self, params: Any | None = None) -> None:
         super().__init__(params)
-        self.check_non_negative("alpha", "beta")
-        p = self.params
-        if p.attention not in ATTENTIONS:
-            raise ConfigError(
-                f"'model.method_params.attention' is '{p.attention}' but must be one of: {', '.join(ATTENTIONS)}."
-            )
-        if p.layers is not None and (not isinstance(p.layers, list) or not all(
-                isinstance(i, int) and not isinstance(i, bool) for i in p.layers)):
-            raise ConfigError(f"'model.method_params.layers' must be a list of block indices, not {p.layers!r}.")
-        if p.num_layers < 1 or p.attention_samples < 1:
-            raise ConfigError("'model.method_params.num_layers' and 'attention_samples' must be positive.")
         self.tap_paths: list[str] = []
 
     # --- set-up -------------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ModelConfig, TrainConfig
+from ..config import ModelConfig, TrainConfig, param
 from ..data.base import Dataset
 from ..errors import ConfigError
 from ..model import TransferModel
@@ -49,16 +49,18 @@ class FeatureParams:
     layers: list[int] | None = None  # backbone blocks to tap (negative from the end); None: the final features
     pooling: str = "avg"  # avg | max for image blocks; mean | cls for text blocks
     fuse: list[str] = field(default_factory=list)  # more backbones whose features are concatenated
-    engine: str = "auto"  # auto | onnx | torch
+    engine: str = field(default="auto", metadata=param(choices=("auto", "onnx", "torch")))
     cache: bool = True  # keep features on disk and reuse them
-    class_weight: str | None = None  # None | balanced
+    class_weight: str | None = field(default=None, metadata=param(choices=(None, "balanced")))
 
 
 @dataclass
 class ProbeParams(FeatureParams):
-    C: float | None = None  # inverse L2 strength; None: chosen on val from 0.01, 0.1, 1, 10
-    max_iter: int = 500
-    tol: float = 1e-3  # L-BFGS stops when the largest gradient entry of the mean loss is below this
+    # inverse L2 strength; None: chosen on val from 0.01, 0.1, 1, 10
+    C: float | None = field(default=None, metadata=param(gt=0))
+    max_iter: int = field(default=500, metadata=param(gt=0))
+    # L-BFGS stops when the largest gradient entry of the mean loss is below this
+    tol: float = field(default=1e-3, metadata=param(gt=0))
 
 
 class FeatureHeadMethod(Method, metaclass=abc.ABCMeta):
@@ -72,10 +74,6 @@ class FeatureHeadMethod(Method, metaclass=abc.ABCMeta):
         from ..features import feature_backbone
 
         p = self.params
-        if p.engine not in ("auto", "onnx", "torch"):
-            raise ConfigError(f"'model.method_params.engine' is '{p.engine}' but must be one of: auto, onnx, torch.")
-        if p.class_weight not in (None, "balanced"):
-            raise ConfigError(f"'model.method_params.class_weight' is '{p.class_weight}' but must be balanced or null.")
         names = [model_cfg.backbone, *p.fuse]
         return feature_backbone(names if p.fuse else model_cfg.backbone, layers=p.layers, pooling=p.pooling,
                                 weights=model_cfg.weights, pretrained=model_cfg.pretrained)

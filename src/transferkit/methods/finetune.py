@@ -6,7 +6,7 @@ is what the :class:`~transferkit.methods.base.Method` freezing hooks express:
 * ``finetune``: every block learns from the start, except the first ``train.freeze_blocks`` blocks; with
   ``train.layer_decay < 1`` block i (of n) learns at ``lr * layer_decay ** (n - 1 - i)`` (layer-wise LR decay).
 * ``linear-probe``: the whole backbone is frozen, batch-norm in inference mode; only the new head learns.
-* ``freeze-unfreeze``: the head alone for ``train.head_epochs`` epochs (so a random head does not wreck the
+* ``freeze-unfreeze``: the head alone for ``method_params.head_epochs`` epochs (so a random head does not wreck the
   pretrained features with large early gradients), then every block with the discriminative (decayed) rates.
   Before the head phase (``method_params.recalibrate_bn``, on by default) the backbone's batch-norm statistics are
   re-estimated on the target training data (one pass without gradients, AdaBN: Li et al. 2016) and then kept fixed
@@ -21,12 +21,14 @@ is what the :class:`~transferkit.methods.base.Method` freezing hooks express:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from ..config import TrainConfig, param
 from ..data.base import Dataset
 from ..data.sampling import subsample
 from ..model import TransferModel
@@ -85,6 +87,9 @@ class LinearProbe(Method):
 
 @dataclass
 class FreezeUnfreezeParams:
+    """Both settings of the strategy live here (``train.head_epochs`` is the deprecated old home of the first)."""
+
+    head_epochs: int = field(default=1, metadata=param(ge=0))  # epochs with only the head training
     recalibrate_bn: bool = True  # re-estimate batch-norm statistics on the target before the head phase (AdaBN)
 
 
@@ -95,12 +100,25 @@ class FreezeUnfreeze(Method):
     Params: ClassVar[type] = FreezeUnfreezeParams
     _calibration: tuple[Dataset, Any] | None = None  # (training split, loader factory), set by setup
 
+    def __init__(self, params: Any | None = None) -> None:
+        super().__init__(params)
+        self.head_epochs: int = self.params.head_epochs
+
     def frozen_block_count(self, model: TransferModel, epoch: int) -> int:
-        if epoch < self.train_config.head_epochs:
+        if epoch < self.head_epochs:
             return len(model.backbone.blocks())
         return super().frozen_block_count(model, epoch)
 
+    def resolve_head_epochs(self, cfg: TrainConfig) -> int:
+        """``method_params.head_epochs``, or the deprecated ``train.head_epochs`` of an old config when it is set."""
+        if cfg.head_epochs is None:
+            return self.params.head_epochs
+        warnings.warn("'train.head_epochs' is deprecated and will be removed; set model.method_params.head_epochs "
+                      "(freeze-unfreeze's own setting) instead.", FutureWarning, stacklevel=2)
+        return cfg.head_epochs
+
     def setup(self, ctx: FitContext) -> None:
+        self.head_epochs = self.resolve_head_epochs(ctx.train_config)
         super().setup(ctx)
         self._calibration = None if ctx.train is None else (ctx.train, ctx.make_loader)
 
@@ -110,7 +128,7 @@ class FreezeUnfreeze(Method):
         A resumed run that restarts at a later epoch has them in its checkpoint already.
         """
         super().on_epoch_start(model, epoch)
-        wanted = self.params.recalibrate_bn and self.train_config.head_epochs > 0
+        wanted = self.params.recalibrate_bn and self.head_epochs > 0
         if epoch != 0 or not wanted or self._calibration is None:
             return
         train, make_loader = self._calibration

@@ -15,11 +15,12 @@ still applies on top; the paper replaces it, so set ``train.weight_decay=0`` for
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 
+from ..config import param
 from ..model import TransferModel
 from .base import FitContext, StepOutput
 from .registry import register
@@ -28,8 +29,9 @@ from .regularised import RegularisedMethod, ScheduleParams, sum_of_squares, unwr
 
 @dataclass
 class L2SPParams(ScheduleParams):
-    alpha: float = 0.01  # weight of the squared distance of the backbone weights to their source values
-    beta: float = 0.01  # weight of the plain L2 penalty on the new head
+    # weight of the squared distance of the backbone weights to their source values
+    alpha: float = field(default=0.01, metadata=param(ge=0))
+    beta: float = field(default=0.01, metadata=param(ge=0))  # weight of the plain L2 penalty on the new head
 
 
 @register
@@ -40,7 +42,6 @@ class L2SP(RegularisedMethod):
 
     def __init__(self, params: Any | None = None) -> None:
         super().__init__(params)
-        self.check_non_negative("alpha", "beta")
         self._count = 0
 
     def setup(self, ctx: FitContext) -> None:

@@ -18,11 +18,12 @@ training loop and then merges; calling ``transferkit.train.loop.fit`` directly l
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from torch import nn
 
+from ..config import param
 from ..data.base import Dataset
 from ..errors import ConfigError
 from ..model import TransferModel
@@ -31,12 +32,19 @@ from .registry import register
 from .regularised import freeze_norm_statistics
 
 
+def layer_names(value: object) -> str | None:
+    """``None`` for a layer name or a list of them; what ``target_modules`` must be otherwise."""
+    ok = isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+    return None if ok else "a list of layer names"
+
+
 @dataclass
 class LoRAParams:
-    r: int = 8  # rank of the update
-    alpha: float = 16.0  # scale: the update is multiplied by alpha / r
-    dropout: float = 0.1  # dropout on the LoRA branch's input
-    target_modules: list[str] | str | None = None  # None: peft's default for transformers, else Linear + Conv2d
+    r: int = field(default=8, metadata=param(gt=0))  # rank of the update
+    alpha: float = field(default=16.0, metadata=param(gt=0))  # scale: the update is multiplied by alpha / r
+    dropout: float = field(default=0.1, metadata=param(ge=0, lt=1))  # dropout on the LoRA branch's input
+    # None: peft's default for transformers, else Linear + Conv2d
+    target_modules: list[str] | str | None = field(default=None, metadata=param(check=layer_names))
     update_norm_stats: bool = False  # let batch-norm running statistics adapt to the target data
 
 
@@ -69,17 +77,6 @@ class LoRA(Method):
 
     def __init__(self, params: Any | None = None) -> None:
         super().__init__(params)
-        p = self.params
-        if p.r < 1:
-            raise ConfigError(f"'model.method_params.r' must be a positive number, not {p.r}.")
-        if p.alpha <= 0:
-            raise ConfigError(f"'model.method_params.alpha' must be positive, not {p.alpha}.")
-        if not 0.0 <= p.dropout < 1.0:
-            raise ConfigError(f"'model.method_params.dropout' must be in [0, 1), not {p.dropout}.")
-        t = p.target_modules
-        names_ok = isinstance(t, str) or (isinstance(t, list) and all(isinstance(v, str) for v in t))
-        if t is not None and not names_ok:
-            raise ConfigError(f"'model.method_params.target_modules' must be a list of layer names, not {t!r}.")
         self.__dict__["_peft"] = None
 
     # --- set-up -------------------------------------------------------------------------------------------

@@ -17,12 +17,13 @@ or timm / torchvision models with pretrained weights).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
+from ..config import param
 from ..errors import ConfigError
 from ..model import TransferModel
 from .base import FitContext, StepOutput
@@ -32,8 +33,8 @@ from .regularised import Frozen, RegularisedMethod, ScheduleParams, forward_with
 
 @dataclass
 class LwFParams(ScheduleParams):
-    weight: float = 1.0  # lambda: weight of the distillation term
-    temperature: float = 2.0  # T
+    weight: float = field(default=1.0, metadata=param(ge=0))  # lambda: weight of the distillation term
+    temperature: float = field(default=2.0, metadata=param(gt=0))  # T
     train_source_head: bool = True  # the copy of the source classifier trains with the backbone
 
 
@@ -50,12 +51,6 @@ class LwF(RegularisedMethod):
     name: ClassVar[str] = "lwf"
     summary: ClassVar[str] = "fine-tune distilling the source classifier's outputs from a frozen copy (LwF)"
     Params: ClassVar[type] = LwFParams
-
-    def __init__(self, params: Any | None = None) -> None:
-        super().__init__(params)
-        self.check_non_negative("weight")
-        if self.params.temperature <= 0:
-            raise ConfigError(f"'model.method_params.temperature' must be positive, not {self.params.temperature}.")
 
     def setup(self, ctx: FitContext) -> None:
         backbone = ctx.model.backbone

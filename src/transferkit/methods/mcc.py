@@ -20,13 +20,13 @@ Logged per step: ``mcc`` (the adaptation term before ``trade_off``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 
 from ..adaptation.losses import mcc_loss
-from ..errors import ConfigError
+from ..config import param
 from ..model import TransferModel
 from .adaptation import AdaptationMethod, AdaptationParams
 from .base import StepOutput
@@ -35,7 +35,7 @@ from .registry import register
 
 @dataclass
 class MCCParams(AdaptationParams):
-    temperature: float = 2.5  # T, the softmax temperature of the class correlation
+    temperature: float = field(default=2.5, metadata=param(gt=0))  # T, the softmax temperature of the class correlation
 
 
 @register
@@ -43,11 +43,6 @@ class MCC(AdaptationMethod):
     name: ClassVar[str] = "mcc"
     summary: ClassVar[str] = "minimum class confusion on target predictions (MCC)"
     Params: ClassVar[type] = MCCParams
-
-    def __init__(self, params: Any | None = None) -> None:
-        super().__init__(params)
-        if self.params.temperature <= 0:
-            raise ConfigError(f"'model.method_params.temperature' must be positive, not {self.params.temperature}.")
 
     def training_step(self, model: TransferModel, batch: tuple[Any, torch.Tensor]) -> StepOutput:
         x_s, y_s = self.mix(batch)

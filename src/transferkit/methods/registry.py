@@ -1,7 +1,10 @@
 """The method registry: name -> :class:`~transferkit.methods.base.Method` subclass.
 
-A method file registers itself with ``@register``; :func:`get_method` imports the built-in method modules on first
-use, so adding a method is one file plus one line in ``_BUILTIN_MODULES``.
+Built-in methods are a static table, name -> ``"module:Class"`` inside this package, so looking one method up
+imports its module and what that module needs, not every method (and with them torchvision transforms,
+scikit-learn, peft ...): a ``probe`` fit does not pay for DANN. Adding a built-in method is one file plus one line in
+:data:`BUILTIN_METHODS`. A third-party method registers itself at run time with ``@register``; listing every method
+(:func:`available_methods`) imports them all.
 """
 
 from __future__ import annotations
@@ -13,50 +16,72 @@ from typing import Any
 
 from ..errors import ConfigError
 
-_REGISTRY: dict[str, type] = {}
-_BUILTIN_MODULES = (
-    "finetune", "feature_heads", "l2sp", "delta", "bss", "lwf", "lora", "bitfit", "soft_targets",
-    "domain_baselines", "dann", "cdan", "dan", "coral", "mcc", "self_training",
-)
-_loaded = False
+#: Built-in methods: name -> "module:Class", the module relative to this package.
+BUILTIN_METHODS: dict[str, str] = {
+    "finetune": "finetune:FineTune",
+    "linear-probe": "finetune:LinearProbe",
+    "freeze-unfreeze": "finetune:FreezeUnfreeze",
+    "probe": "feature_heads:Probe",
+    "mlp-head": "feature_heads:MLPHead",
+    "l2-sp": "l2sp:L2SP",
+    "delta": "delta:Delta",
+    "bss": "bss:BSS",
+    "lwf": "lwf:LwF",
+    "lora": "lora:LoRA",
+    "bitfit": "bitfit:BitFit",
+    "soft-targets": "soft_targets:SoftTargets",
+    "source-only": "domain_baselines:SourceOnly",
+    "target-oracle": "domain_baselines:TargetOracle",
+    "dann": "dann:DANN",
+    "cdan": "cdan:CDAN",
+    "cdan-e": "cdan:CDANE",
+    "dan": "dan:DAN",
+    "coral": "coral:CORAL",
+    "mcc": "mcc:MCC",
+    "self-training": "self_training:SelfTraining",
+}
+
+_REGISTRY: dict[str, type] = {}  # the classes imported so far: built-in ones looked up, third-party ones registered
 
 
 def register(cls: type) -> type:
-    """Class decorator: add a Method subclass under its ``name``."""
+    """Class decorator: add a Method subclass under its ``name`` (built-in modules use it too, harmlessly)."""
+    builtin = BUILTIN_METHODS.get(cls.name)
+    if builtin is not None and f"{__package__}.{builtin}" != f"{cls.__module__}:{cls.__qualname__}":
+        raise ValueError(f"method name {cls.name!r} is a built-in method's; choose another name")
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
         raise ValueError(f"method name {cls.name!r} is registered twice")
     _REGISTRY[cls.name] = cls
     return cls
 
 
-def _load_builtins() -> None:
-    global _loaded
-    if not _loaded:
-        for mod in _BUILTIN_MODULES:
-            importlib.import_module(f"{__package__}.{mod}")
-        _loaded = True
+def method_names() -> list[str]:
+    """Every method name, built-in or registered, without importing any method module."""
+    return sorted(set(BUILTIN_METHODS) | set(_REGISTRY))
 
 
 def available_methods() -> dict[str, str]:
-    """Registered method names and their one-line summaries."""
-    _load_builtins()
-    return {name: cls.summary for name, cls in sorted(_REGISTRY.items())}
+    """Every method name and its one-line summary (imports every method module)."""
+    return {name: get_method_class(name).summary for name in method_names()}
 
 
 def get_method_class(name: str) -> type:
-    """The Method subclass registered as ``name``; a ConfigError with the closest name otherwise."""
-    _load_builtins()
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, sorted(_REGISTRY), n=1, cutoff=0.4)
+    """The Method subclass called ``name``, importing only its module; a ConfigError with the closest name otherwise."""
+    cls = _REGISTRY.get(name)
+    if cls is None and name in BUILTIN_METHODS:
+        module, _, attr = BUILTIN_METHODS[name].partition(":")
+        cls = getattr(importlib.import_module(f"{__package__}.{module}"), attr)
+        _REGISTRY[name] = cls
+    if cls is None:
+        names = method_names()
+        close = difflib.get_close_matches(name, names, n=1, cutoff=0.4)
         hint = f"did you mean '{close[0]}'? " if close else ""
-        raise ConfigError(
-            f"Unknown method '{name}'; {hint}available methods: {', '.join(sorted(_REGISTRY))}."
-        )
-    return _REGISTRY[name]
+        raise ConfigError(f"Unknown method '{name}'; {hint}available methods: {', '.join(names)}.")
+    return cls
 
 
 def create_method(name: str, params: dict[str, Any] | None = None) -> Any:
-    """Instantiate method ``name`` with validated ``params``."""
+    """Instantiate method ``name`` with ``params`` checked once: keys, types and each field's declared constraint."""
     from .base import build_params
 
     cls = get_method_class(name)

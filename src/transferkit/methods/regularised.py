@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..config import param
 from .base import Method
 
 SCHEDULES = ("constant", "linear", "cosine")
@@ -43,8 +43,9 @@ SCHEDULES = ("constant", "linear", "cosine")
 class ScheduleParams:
     """The schedule of lambda (see the module docstring)."""
 
-    schedule: str = "constant"  # constant | linear | cosine
-    ramp: float = 1.0  # share of training over which linear / cosine ramp up to full strength
+    schedule: str = field(default="constant", metadata=param(choices=SCHEDULES))
+    # share of training over which linear / cosine ramp up to full strength
+    ramp: float = field(default=1.0, metadata=param(gt=0, le=1))
 
 
 def schedule_factor(schedule: str, ramp: float, progress: float) -> float:
@@ -60,30 +61,13 @@ def schedule_factor(schedule: str, ramp: float, progress: float) -> float:
 
 
 class RegularisedMethod(Method):
-    """Base of ``CE + lambda(t) * R`` methods: validates and evaluates the schedule of lambda."""
+    """Base of ``CE + lambda(t) * R`` methods: evaluates the schedule of lambda."""
 
     Params: ClassVar[type] = ScheduleParams
-
-    def __init__(self, params: Any | None = None) -> None:
-        super().__init__(params)
-        p = self.params
-        if p.schedule not in SCHEDULES:
-            raise ConfigError(
-                f"'model.method_params.schedule' is '{p.schedule}' but must be one of: {', '.join(SCHEDULES)}."
-            )
-        if not 0.0 < p.ramp <= 1.0:
-            raise ConfigError(f"'model.method_params.ramp' must be in (0, 1], not {p.ramp}.")
 
     def strength(self) -> float:
         """``s(t)`` at the current training progress."""
         return schedule_factor(self.params.schedule, self.params.ramp, self.progress)
-
-    def check_non_negative(self, *names: str) -> None:
-        """A ConfigError for a negative weight among the named parameters."""
-        for name in names:
-            v = getattr(self.params, name)
-            if v < 0:
-                raise ConfigError(f"'model.method_params.{name}' must be 0 or positive, not {v}.")
 
 
 class Frozen(nn.Module):

@@ -23,14 +23,14 @@ Logged per step: ``pseudo_loss`` (``L_u``) and ``mask_rate`` (the share of targe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
+from ..config import param
 from ..data.transforms import check_preset
-from ..errors import ConfigError
 from ..model import TransferModel
 from .adaptation import AdaptationMethod, AdaptationParams
 from .base import FitContext, StepOutput
@@ -39,9 +39,12 @@ from .registry import register
 
 @dataclass
 class SelfTrainingParams(AdaptationParams):
-    threshold: float = 0.95  # tau: keep pseudo-labels whose top class probability is at least this
-    weak_augment: str = "light"  # augmentation preset of the view that gives the pseudo-labels
-    strong_augment: str = "strong"  # augmentation preset of the view that learns them
+    # tau: keep pseudo-labels whose top class probability is at least this
+    threshold: float = field(default=0.95, metadata=param(ge=0, le=1))
+    # augmentation preset of the view that gives the pseudo-labels
+    weak_augment: str = field(default="light", metadata=param(check=check_preset))
+    # augmentation preset of the view that learns them
+    strong_augment: str = field(default="strong", metadata=param(check=check_preset))
 
 
 @register
@@ -52,11 +55,6 @@ class SelfTraining(AdaptationMethod):
 
     def __init__(self, params: Any | None = None) -> None:
         super().__init__(params)
-        p = self.params
-        if not 0.0 <= p.threshold <= 1.0:
-            raise ConfigError(f"'model.method_params.threshold' must be in [0, 1], not {p.threshold}.")
-        check_preset(p.weak_augment)
-        check_preset(p.strong_augment)
         self._two_views = True
 
     def setup(self, ctx: FitContext) -> None:

@@ -20,12 +20,13 @@ The teacher is held by the method (frozen, evaluation mode), not saved with the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
+from ..config import param
 from ..errors import ConfigError
 from ..model import TransferModel
 from .base import FitContext, StepOutput
@@ -36,9 +37,13 @@ from .regularised import Frozen, RegularisedMethod, ScheduleParams
 
 @dataclass
 class SoftTargetParams(ScheduleParams):
-    teacher: str | None = None  # folder of a saved transferkit model trained on the same classes
-    alpha: float = 0.5  # a: weight of the distillation term (1 - a on the cross-entropy)
-    temperature: float = 2.0  # T
+    # folder of a saved transferkit model trained on the same classes
+    teacher: str | None = field(default=None, metadata=param(required=(
+        "Method 'soft-targets' needs a teacher; set model.method_params.teacher to the folder of a saved transferkit "
+        "model trained on the same classes.")))
+    # a: weight of the distillation term (1 - a on the cross-entropy)
+    alpha: float = field(default=0.5, metadata=param(ge=0, le=1))
+    temperature: float = field(default=2.0, metadata=param(gt=0))  # T
     trust_code: bool = False  # the teacher folder may name your own module: factory (a saved model is data)
 
 
@@ -56,14 +61,6 @@ class SoftTargets(RegularisedMethod):
 
     def __init__(self, params: Any | None = None) -> None:
         super().__init__(params)
-        p = self.params
-        if not p.teacher:
-            raise ConfigError("Method 'soft-targets' needs a teacher; set model.method_params.teacher to the folder "
-                              "of a saved transferkit model trained on the same classes.")
-        if not 0.0 <= p.alpha <= 1.0:
-            raise ConfigError(f"'model.method_params.alpha' must be in [0, 1], not {p.alpha}.")
-        if p.temperature <= 0:
-            raise ConfigError(f"'model.method_params.temperature' must be positive, not {p.temperature}.")
         self._convert = "none"
 
     def setup(self, ctx: FitContext) -> None:
