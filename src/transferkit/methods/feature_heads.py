@@ -46,7 +46,7 @@ C_GRID = (0.01, 0.1, 1.0, 10.0)
 class FeatureParams:
     """Where the features come from (shared by ``probe`` and ``mlp-head``)."""
 
-    layers: list[int] | None = None  # backbone blocks to tap (negative from the end); None: the final features
+    layers: list[int | str] | None = None  # block indices (negative from the end) or module paths; None: final features
     pooling: str = "avg"  # avg | max for image blocks; mean | cls for text blocks
     fuse: list[str] = field(default_factory=list)  # more backbones whose features are concatenated
     engine: str = "auto"  # auto | onnx | torch
@@ -69,7 +69,7 @@ class FeatureHeadMethod(Method, metaclass=abc.ABCMeta):
 
     def build_backbone(self, model_cfg: ModelConfig) -> Any:
         """The frozen feature extractor: the backbone tapped at ``layers``, fused with ``fuse`` backbones."""
-        from ..features import feature_backbone
+        from ..backbones import feature_backbone
 
         p = self.params
         if p.engine not in ("auto", "onnx", "torch"):
