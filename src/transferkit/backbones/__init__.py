@@ -16,6 +16,11 @@ cached fails at once with a :class:`~transferkit.errors.BackboneError` that says
 weights file (``weights=``) never needs the network. :func:`build_from_spec` rebuilds a saved model's architecture
 without weights and without network.
 
+Feature sources built over other backbones live here too: :class:`TapBackbone` (chosen layers of one, pooled),
+:class:`SharedPass` (final features and layers from one pass), :class:`FusedBackbone` (several side by side) and
+:func:`feature_backbone` (either, from names). Every intermediate output in the toolkit is read through the one tap
+mechanism of :mod:`.taps` (layers by block index or module path, forward hooks).
+
 Trust: a saved spec is data. :func:`build_from_spec` imports and calls nothing that the spec names (a ``module:``
 factory, a ``ModuleBackbone`` factory) unless the caller passes ``trust_code=True``; the toolkit's own module factories
 (:data:`TRUSTED_FACTORIES`, an explicit list, not a package prefix) need no opt-in, and their JSON arguments are

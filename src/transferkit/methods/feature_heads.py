@@ -3,8 +3,9 @@
 The backbone never trains, so its features are computed once per (backbone, weights, layers, pooling,
 preprocessing, data) and kept on disk by :mod:`transferkit.features`; a second run on the same data reads them back
 and only fits the head. Forward passes run through the fastest engine for the device (ONNX Runtime on CPU, PyTorch
-on GPU). Feature transfer from several sources is feature fusion: ``layers`` picks blocks of the backbone (their
-outputs globally pooled and concatenated) and ``fuse`` adds more backbones, whose features are concatenated too.
+on GPU). Feature transfer from several sources is feature fusion: ``layers`` picks layers of the backbone, block
+indices or module paths such as ``"features.7"`` (:mod:`transferkit.backbones.taps`; their outputs globally pooled
+and concatenated) and ``fuse`` adds more backbones, whose features are concatenated too.
 
 * ``probe``: multinomial logistic regression (scikit-learn, L-BFGS) on standardised features,
 
