@@ -17,18 +17,15 @@ import torch
 from torch import nn
 
 from tests.tiny import TinyConvBackbone
-from transferkit.backbones import build_backbone, build_from_spec
+from transferkit.backbones import FusedBackbone, TapBackbone, build_backbone, build_from_spec, feature_backbone
 from transferkit.backbones.base import Backbone, Preprocessing
 from transferkit.cli import main as cli_main
 from transferkit.data.base import Dataset
 from transferkit.errors import BackboneError, ConfigError, DataError
 from transferkit.features import (
     FeatureCache,
-    FusedBackbone,
-    TapBackbone,
     default_cache,
     extract_features,
-    feature_backbone,
     feature_key,
     onnx_export,
 )

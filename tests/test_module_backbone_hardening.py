@@ -24,10 +24,9 @@ from torch import nn
 
 from tests.cli_helpers import ROOT, assert_user_error
 from tests.foreign_net import FEATURES, PRE, SIZE, PortedNet, headless, published_weights
-from transferkit.backbones import ModuleBackbone, build_backbone, check_blocks
+from transferkit.backbones import ModuleBackbone, TapBackbone, build_backbone, check_blocks
 from transferkit.backbones.module_backbone import discover_anchors, param_children_anchors
 from transferkit.errors import BackboneError, WeightsError
-from transferkit.features.taps import TapBackbone
 
 FOREIGN = "module:tests.foreign_net"
 

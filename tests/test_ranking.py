@@ -200,6 +200,8 @@ def test_mismatched_lengths_are_refused(score) -> None:  # noqa: ANN001
         ("timm:resnet18~random@2", "timm:resnet18", (2,), False),
         ("tv:resnet18@2~random", "tv:resnet18", (2,), False),
         (" minilm-l6 ", "minilm-l6", None, True),
+        ("mobilenet_v2.imagenet@features.7", "mobilenet_v2.imagenet", ("features.7",), True),  # module paths
+        ("timm:resnet18~random@layer3.1+-1", "timm:resnet18", ("layer3.1", -1), False),
     ],
 )
 def test_parse_candidate(text: str, name: str, layers: tuple[int, ...] | None, pretrained: bool) -> None:
@@ -209,7 +211,8 @@ def test_parse_candidate(text: str, name: str, layers: tuple[int, ...] | None, p
     assert (c.name, c.layers, c.pretrained) == (name, layers, pretrained)
 
 
-@pytest.mark.parametrize("text", ["", "mobilenet_v2.imagenet@x", "mobilenet_v2.imagenet@1+", "@3", "~random"])
+@pytest.mark.parametrize("text", ["", "mobilenet_v2.imagenet@x-y", "mobilenet_v2.imagenet@features..7",
+                                  "mobilenet_v2.imagenet@1+", "@3", "~random"])
 def test_parse_candidate_refuses_bad_names(text: str) -> None:
     from transferkit.errors import BackboneError
     from transferkit.ranking import parse_candidate
@@ -246,7 +249,8 @@ def test_rank_result_orders_recommends_and_serialises() -> None:
     "backbones,extra,fragments",
     [
         ("mobilenet_v2.imagnet", [], ["Unknown backbone 'mobilenet_v2.imagnet'", "mobilenet_v2.imagenet"]),
-        ("mobilenet_v2.imagenet@top", [], ["mobilenet_v2.imagenet@top", "name@L"]),
+        ("mobilenet_v2.imagenet@1+", [], ["mobilenet_v2.imagenet@1+", "name@L"]),
+        ("mobilenet_v2.imagenet@top", [], ["Layer 'top' does not exist", "closest module paths"]),  # a path
         ("mobilenet_v2.imagenet", ["--metrics", "logme,auc"], ["Unknown ranking metric 'auc'"]),
         ("mobilenet_v2.imagenet", ["--max-samples", "5"], ["max_samples=5"]),
     ],
@@ -321,9 +325,10 @@ def test_ledoit_wolf_shrinkage_matches_sklearn(n: int, d: int) -> None:
 
 def test_shared_pass_gives_each_candidate_its_own_features(blobs_images: tuple[np.ndarray, np.ndarray]) -> None:
     """One forward pass for a network at several depths equals extracting each candidate on its own."""
+    from transferkit.backbones import SharedPass
     from transferkit.data import from_arrays
     from transferkit.features import extract_features
-    from transferkit.ranking import SharedPass, build_candidate, parse_candidate
+    from transferkit.ranking import build_candidate, parse_candidate
     from transferkit.ranking.rank import _columns, _group_source
 
     x, y = blobs_images

@@ -18,6 +18,7 @@ from torch import nn
 
 from tests.tiny import TinyConvBackbone
 from transferkit import TransferClassifier
+from transferkit.backbones.taps import Taps
 from transferkit.config import ModelConfig, TrainConfig
 from transferkit.data.base import Dataset
 from transferkit.errors import ConfigError, RunError
@@ -25,7 +26,7 @@ from transferkit.methods import create_method
 from transferkit.methods.base import FitContext
 from transferkit.methods.bss import spectral_shrinkage
 from transferkit.methods.delta import feature_distance
-from transferkit.methods.regularised import capture, schedule_factor
+from transferkit.methods.regularised import schedule_factor
 from transferkit.model import TransferModel
 from transferkit.train.mixing import BatchMixer, make_mixer
 from transferkit.train.schedules import build_optimizer
@@ -149,10 +150,9 @@ def test_feature_distance_matches_hand_computation() -> None:
 
 
 def _delta_value(m, model: TransferModel, x: torch.Tensor) -> float:
-    live = [model.backbone.get_submodule(p) for p in m.tap_paths]
-    with capture(live) as cap:
+    with Taps(model.backbone, m.tap_paths) as taps:
         model(x)
-    return m.regulariser(model, x, cap.outputs).item()
+    return m.regulariser(model, x, taps.in_order()).item()
 
 
 def test_delta_is_zero_for_matching_feature_maps_and_positive_after_drift() -> None:
@@ -536,9 +536,10 @@ def _feature_distance(model: TransferModel, source: TransferModel, x: torch.Tens
     """DELTA's own measure (uniform weights, last four blocks) between ``model`` and the source, on ``x``."""
     m = _setup("delta", source)
     model.train()  # both normalise with the batch's statistics, as during training
-    with torch.no_grad(), capture([model.backbone.get_submodule(p) for p in m.tap_paths]) as cap:
-        model(x)
-        value = m.regulariser(model, x, cap.outputs).item()
+    with torch.no_grad():
+        with Taps(model.backbone, m.tap_paths) as taps:
+            model(x)
+        value = m.regulariser(model, x, taps.in_order()).item()
     model.eval()
     return value
 

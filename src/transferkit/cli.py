@@ -87,7 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     rk = sub.add_parser("rank", help="rank candidate backbones on your data without training (LogME, LEEP, ...)")
     rk.add_argument("--data", required=True, help="a built-in data set name, an image folder, or a CSV/TSV/JSONL file")
     rk.add_argument("--backbones", required=True, metavar="A,B,C",
-                    help="comma-separated candidates: name, name@BLOCK, name@B1+B2, name~random (random weights)")
+                    help="comma-separated candidates: name, name@LAYER (block index or module path), name@L1+L2, "
+                         "name~random (random weights)")
     rk.add_argument("--max-samples", type=_positive_int, default=500, help="training examples scored (default 500)")
     rk.add_argument("--metrics", default="logme,leep,hscore,knn", help="any of logme,leep,hscore,knn")
     rk.add_argument("--image-size", type=_positive_int, help="image side in pixels (default: each backbone's own)")

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .backbones.base import Backbone, Preprocessing
+from .backbones.taps import Taps
 from .errors import RunError, WeightsError
 from .io import write_json, write_with
 from .version import __version__
@@ -80,6 +81,27 @@ class TransferModel(nn.Module):
             "head": {"kind": self.head_kind, "hidden": self.head_hidden, "dropout": self.head_dropout},
         }
 
+
+def unwrap(model: nn.Module) -> Any:
+    """The TransferModel inside a DistributedDataParallel wrapper (the model itself otherwise)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def forward_with_features(model: nn.Module, x: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(features, logits)`` from one forward pass of the (possibly wrapped) model: the backbone's output is tapped.
+
+    Calling ``backbone`` and ``head`` separately would bypass a DistributedDataParallel wrapper's gradient sync.
+    """
+    with Taps(unwrap(model).backbone, [""]) as taps:
+        logits = model(x)
+    return taps.in_order()[0], logits
+
+
+def freeze_norm_statistics(module: nn.Module) -> None:
+    """Put every batch-norm layer of ``module`` in evaluation mode (running statistics stay as they are)."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
 
 def save_model(model: TransferModel, folder: str | Path, extra: dict[str, Any] | None = None) -> None:
     """Write ``model.safetensors`` and ``model.json`` into ``folder`` (each atomically)."""

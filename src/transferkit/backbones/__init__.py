@@ -16,6 +16,11 @@ cached fails at once with a :class:`~transferkit.errors.BackboneError` that says
 weights file (``weights=``) never needs the network. :func:`build_from_spec` rebuilds a saved model's architecture
 without weights and without network.
 
+Feature sources built over other backbones live here too: :class:`TapBackbone` (chosen layers of one, pooled),
+:class:`SharedPass` (final features and layers from one pass), :class:`FusedBackbone` (several side by side) and
+:func:`feature_backbone` (either, from names). Every intermediate output in the toolkit is read through the one tap
+mechanism of :mod:`.taps` (layers by block index or module path, forward hooks).
+
 Trust: a saved spec is data. :func:`build_from_spec` imports and calls nothing that the spec names (a ``module:``
 factory, a ``ModuleBackbone`` factory) unless the caller passes ``trust_code=True``; the toolkit's own module factories
 (:data:`TRUSTED_FACTORIES`, an explicit list, not a package prefix) need no opt-in, and their JSON arguments are
@@ -26,28 +31,34 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..errors import BackboneError, RunError
 from .base import IMAGENET_MEAN, IMAGENET_STD, Backbone, Preprocessing
 from .catalog import CATALOG, build_catalog, imagenet_classes
 from .catalog import list_backbones as list_catalog
+from .fused import FusedBackbone
 from .module_backbone import ModuleBackbone, check_blocks
+from .tapped import SharedPass, TapBackbone
 
 __all__ = [
     "Backbone",
+    "FusedBackbone",
     "ModuleBackbone",
     "Preprocessing",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "PREFIXES",
+    "SharedPass",
     "TRUSTED_FACTORIES",
+    "TapBackbone",
     "build",
     "build_backbone",
     "build_from_spec",
     "check_blocks",
     "code_references",
+    "feature_backbone",
     "imagenet_classes",
     "list_backbones",
 ]
@@ -126,6 +137,34 @@ def build_backbone(name: str, *, weights: str | None = None, pretrained: bool = 
         return bb
     raise _unknown(name)
 
+
+def _names(backbones: Sequence[str] | str) -> list[str]:
+    items = [backbones] if isinstance(backbones, str) else list(backbones)
+    names = [n.strip() for item in items for n in str(item).split(",") if n.strip()]
+    if not names:
+        raise BackboneError("No backbone name was given; name one, or several separated by commas.")
+    return names
+
+
+def feature_backbone(
+    backbones: Sequence[str] | str,
+    *,
+    layers: Sequence[int | str] | None = None,
+    pooling: str = "avg",
+    weights: str | None = None,
+    pretrained: bool = True,
+) -> Backbone:
+    """The frozen feature source for names such as ``"mobilenet_v2.imagenet"`` or ``"a,b"`` (or ``["a", "b"]``).
+
+    One name gives that backbone (a :class:`TapBackbone` of it at ``layers``, block indices or module paths, when
+    given); several give a :class:`FusedBackbone` of them, each tapped at the same ``layers``. ``weights`` (a local
+    file) replaces the first backbone's weights.
+    """
+    parts: list[Backbone] = []
+    for i, name in enumerate(_names(backbones)):
+        bb = build_backbone(name, weights=weights if i == 0 else None, pretrained=pretrained)
+        parts.append(TapBackbone(bb, layers, pooling) if layers is not None else bb)
+    return parts[0] if len(parts) == 1 else FusedBackbone(parts)
 
 def _from_factory(target: str, weights: str | None, *, pretrained: bool = True) -> Backbone:
     """``module:package.module:function``: the user's own model, built by a function that returns a Backbone.
@@ -320,13 +359,9 @@ def _build_checked(spec: dict[str, Any], trust_code: bool) -> Backbone:
         return BowBackbone.from_spec(spec)
     if kind == "factory":
         return _from_factory(spec["target"], None)
-    if kind == "tap":  # blocks of a backbone, pooled (transferkit.features)
-        from ..features.taps import TapBackbone
-
+    if kind == "tap":  # layers of a backbone, pooled (.tapped)
         return TapBackbone(_build_checked(spec["backbone"], trust_code), spec.get("layers"), spec.get("pooling", "avg"))
-    # "fused": several backbones concatenated (transferkit.features); _check_fields admits no other type
-    from ..features.taps import FusedBackbone
-
+    # "fused": several backbones concatenated (.fused); _check_fields admits no other type
     return FusedBackbone([_build_checked(p, trust_code) for p in spec["parts"]])
 
 

@@ -30,7 +30,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..backbones import feature_backbone
 from ..backbones.base import Backbone
+from ..backbones.taps import eval_mode
 from ..data.base import Dataset
 from ..errors import BackboneError, DataError
 from ..version import __version__
@@ -39,7 +41,6 @@ from .cache import FeatureCache, default_cache
 from .engines import OnnxEngine, TorchEngine, check_engine, select_engine, warn_once
 from .keys import describe_spec, feature_key, resolved_image_size
 from .onnx_export import mark_failed
-from .taps import eval_mode, feature_backbone
 
 PREFETCH = 2  # batches the loader thread may run ahead (GPU engine only, see the module docstring)
 

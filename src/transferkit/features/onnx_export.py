@@ -32,9 +32,9 @@ import torch
 from torch import nn
 
 from ..backbones.base import Backbone
+from ..backbones.taps import eval_mode
 from .cache import META_FILE, FeatureCache, now_iso
 from .keys import model_key
-from .taps import eval_mode
 
 MODEL_FILE = "model.onnx"
 IMAGE_INPUT = "x"

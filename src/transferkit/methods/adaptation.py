@@ -37,10 +37,9 @@ import torch
 from ..config import param
 from ..data.base import Dataset
 from ..errors import ConfigError, DataError
-from ..model import TransferModel
+from ..model import TransferModel, forward_with_features, unwrap
 from ..train.inference import to_device
 from .base import FitContext, Method, infinite
-from .regularised import forward_with_features, unwrap
 
 #: Loader rounds per epoch in the target stream's seed (see the module docstring).
 ROUNDS_PER_EPOCH = 10_000

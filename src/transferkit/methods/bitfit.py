@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..errors import ConfigError
-from ..model import TransferModel
+from ..model import TransferModel, freeze_norm_statistics
 from .base import FitContext, Method
 from .registry import register
-from .regularised import freeze_norm_statistics
 
 
 @dataclass

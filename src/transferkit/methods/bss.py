@@ -19,10 +19,10 @@ from typing import Any, ClassVar
 import torch
 
 from ..config import param
-from ..model import TransferModel
+from ..model import TransferModel, forward_with_features
 from .base import StepOutput
 from .registry import register
-from .regularised import RegularisedMethod, ScheduleParams, forward_with_features
+from .regularised import RegularisedMethod, ScheduleParams
 
 
 @dataclass

@@ -8,8 +8,10 @@
 mask keeps), ``w^0`` the source weights (a frozen copy of the backbone, run once per step without gradients on the
 same batch) and ``w_H`` the new head, which gets plain L2 as in the paper. Normalising by ``C_j * S_j`` makes
 ``alpha`` independent of the layer sizes: with uniform weights, ``D_j`` is the mean squared difference per element.
-The maps are taken with forward hooks on the outputs of the chosen blocks (``layers``: block indices, negative from
-the end; default the last four blocks, the paper taps the four stages of a ResNet).
+The maps are taken with the toolkit's one tap mechanism (:mod:`transferkit.backbones.taps`: forward hooks) on the
+chosen layers (``layers``: block indices, negative from the end, or module paths such as ``"features.7"``, the same
+names as the frozen features' ``layers``; default the last four blocks after the stem, the paper taps the four stages
+of a ResNet).
 
 Channel weights ``a_jc`` (mean 1 over the channels of a layer):
 
@@ -39,29 +41,30 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..backbones.taps import Taps, in_module_order, is_stem, resolve_layers
 from ..config import param
 from ..data.sampling import subsample
 from ..errors import ConfigError
-from ..model import TransferModel
+from ..model import TransferModel, unwrap
 from .base import FitContext, StepOutput
 from .registry import register
-from .regularised import Frozen, RegularisedMethod, ScheduleParams, capture, sum_of_squares, unwrap
+from .regularised import Frozen, RegularisedMethod, ScheduleParams, sum_of_squares
 
 ATTENTIONS = ("uniform", "taylor")
 
 
-def block_indices(value: object) -> str | None:
-    """``None`` for a list of whole numbers (block indices); what ``layers`` must be otherwise."""
-    ok = isinstance(value, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in value)
-    return None if ok else "a list of block indices"
+def layer_names(value: object) -> str | None:
+    """``None`` for a list of block indices or module paths; what ``layers`` must be otherwise."""
+    ok = isinstance(value, list) and all(isinstance(i, int | str) and not isinstance(i, bool) for i in value)
+    return None if ok else "a list of block indices or module paths"
 
 
 @dataclass
 class DeltaParams(ScheduleParams):
     alpha: float = field(default=1.0, metadata=param(ge=0))  # weight of the feature-map distance
     beta: float = field(default=0.01, metadata=param(ge=0))  # weight of the plain L2 penalty on the new head
-    # tapped blocks (indices into backbone.blocks(), negative from the end)
-    layers: list[int] | None = field(default=None, metadata=param(check=block_indices))
+    # tapped layers: block indices (negative from the end) or module paths
+    layers: list[int | str] | None = field(default=None, metadata=param(check=layer_names))
     # uniform | taylor (channel weights, see the module docstring)
     attention: str = field(default="uniform", metadata=param(choices=ATTENTIONS))
     # training examples used to estimate the taylor weights
@@ -111,29 +114,14 @@ class Delta(RegularisedMethod):
 
     # --- set-up -------------------------------------------------------------------------------------------
     def choose_taps(self, model: TransferModel) -> list[str]:
-        """Module paths (inside the backbone) of the tapped blocks' outputs."""
+        """Module paths (inside the backbone) of the tapped layers, in the order their modules sit in the network."""
         backbone = model.backbone
-        blocks = backbone.blocks()
-        taps = [getattr(b, "tap", b) for b in blocks]
         if self.params.layers is not None:
-            idx = []
-            for i in self.params.layers:
-                if not isinstance(i, int) or not -len(blocks) <= i < len(blocks):
-                    raise ConfigError(
-                        f"'model.method_params.layers' holds {i!r} but the backbone has {len(blocks)} blocks; "
-                        f"give block indices from {-len(blocks)} to {len(blocks) - 1}."
-                    )
-                idx.append(i % len(blocks))
-        else:
-            usable = [i for i, t in enumerate(taps) if t is not None]
-            idx = usable[-self.params.num_layers:]
-        names = {id(m): n for n, m in backbone.named_modules()}
-        paths = []
-        for i in sorted(set(idx)):
-            if taps[i] is None or id(taps[i]) not in names:
-                raise ConfigError(f"Block {i} of the backbone has no single output to tap; choose other layers.")
-            paths.append(names[id(taps[i])])
-        return paths
+            points = resolve_layers(backbone, self.params.layers, setting="model.method_params.layers")
+        else:  # the last num_layers stage outputs (a stem ends in a norm or activation, not a stage)
+            stages = [i for i, b in enumerate(backbone.blocks()) if not is_stem(b)]
+            points = resolve_layers(backbone, stages[-self.params.num_layers:])
+        return in_module_order(backbone, [p.path for p in points])
 
     def setup(self, ctx: FitContext) -> None:
         super().setup(ctx)
@@ -178,16 +166,16 @@ class Delta(RegularisedMethod):
         w = torch.as_tensor(coef, dtype=torch.float32, device=device)
         b = torch.as_tensor(bias, dtype=torch.float32, device=device)
         cls_index = {int(c): i for i, c in enumerate(clf.classes_)}
-        mods = [net.get_submodule(p) for p in self.tap_paths]
         rise: list[torch.Tensor] = []
         count = 0
         for x, y in loader_of(ds, train=False):
             x = to_device(x, device)
             target = torch.tensor([cls_index[int(v)] for v in y], device=device)
-            with torch.enable_grad(), capture(mods, grad=True) as cap:
-                logits = F.linear(net(x).float(), w, b)
+            with torch.enable_grad():
+                with Taps(net, self.tap_paths, grad=True) as taps:
+                    logits = F.linear(net(x).float(), w, b)
+                maps = taps.in_order()
                 loss = F.cross_entropy(logits, target, reduction="sum")
-                maps = [t for t in cap.outputs if t is not None]
                 grads = torch.autograd.grad(loss, maps, allow_unused=True)
             for j, (fm, g) in enumerate(zip(maps, grads)):
                 contrib = torch.zeros(_as_ncs(fm).shape[1], device=device) if g is None else \
@@ -208,24 +196,21 @@ class Delta(RegularisedMethod):
     def regulariser(self, model: TransferModel, x: Any, new_maps: list[torch.Tensor]) -> torch.Tensor:
         """``sum_j D_j(x)`` given the fine-tuned model's maps on ``x`` (runs the frozen source copy once)."""
         self.source.mirror_norm_modes(unwrap(model).backbone)
-        src_mods = [self.source.module.get_submodule(p) for p in self.tap_paths]
-        with capture(src_mods) as cap:
+        with Taps(self.source.module, self.tap_paths) as taps:
             self.source(x)
         mask = _mask_of(x)
         total = torch.zeros((), device=new_maps[0].device)
-        for new, old, w in zip(new_maps, cap.outputs, self.channel_weights()):
-            assert old is not None
+        for new, old, w in zip(new_maps, taps.in_order(), self.channel_weights(), strict=True):
             total = total + feature_distance(new, old, w, mask)
         return total
 
     def training_step(self, model: TransferModel, batch: tuple[Any, torch.Tensor]) -> StepOutput:
         x, y = self.mix(batch)
         core = unwrap(model)
-        live = [core.backbone.get_submodule(p) for p in self.tap_paths]
-        with capture(live) as cap:
+        with Taps(core.backbone, self.tap_paths) as taps:
             logits = model(x)
         ce = self.classification_loss(logits, y)
-        maps = [t for t in cap.outputs if t is not None]
+        maps = taps.in_order()
         head = [q for q in core.head.parameters() if q.requires_grad]
         reg = self.params.alpha * self.regulariser(model, x, maps) + 0.5 * self.params.beta * sum_of_squares(head)
         return StepOutput(ce + self.strength() * reg, logits)

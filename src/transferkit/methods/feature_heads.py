@@ -3,8 +3,9 @@
 The backbone never trains, so its features are computed once per (backbone, weights, layers, pooling,
 preprocessing, data) and kept on disk by :mod:`transferkit.features`; a second run on the same data reads them back
 and only fits the head. Forward passes run through the fastest engine for the device (ONNX Runtime on CPU, PyTorch
-on GPU). Feature transfer from several sources is feature fusion: ``layers`` picks blocks of the backbone (their
-outputs globally pooled and concatenated) and ``fuse`` adds more backbones, whose features are concatenated too.
+on GPU). Feature transfer from several sources is feature fusion: ``layers`` picks layers of the backbone, block
+indices or module paths such as ``"features.7"`` (:mod:`transferkit.backbones.taps`; their outputs globally pooled
+and concatenated) and ``fuse`` adds more backbones, whose features are concatenated too.
 
 * ``probe``: multinomial logistic regression (scikit-learn, L-BFGS) on standardised features,
 
@@ -46,7 +47,7 @@ C_GRID = (0.01, 0.1, 1.0, 10.0)
 class FeatureParams:
     """Where the features come from (shared by ``probe`` and ``mlp-head``)."""
 
-    layers: list[int] | None = None  # backbone blocks to tap (negative from the end); None: the final features
+    layers: list[int | str] | None = None  # block indices (negative from the end) or module paths; None: final features
     pooling: str = "avg"  # avg | max for image blocks; mean | cls for text blocks
     fuse: list[str] = field(default_factory=list)  # more backbones whose features are concatenated
     engine: str = field(default="auto", metadata=param(choices=("auto", "onnx", "torch")))
@@ -71,7 +72,7 @@ class FeatureHeadMethod(Method, metaclass=abc.ABCMeta):
 
     def build_backbone(self, model_cfg: ModelConfig) -> Any:
         """The frozen feature extractor: the backbone tapped at ``layers``, fused with ``fuse`` backbones."""
-        from ..features import feature_backbone
+        from ..backbones import feature_backbone
 
         p = self.params
         names = [model_cfg.backbone, *p.fuse]

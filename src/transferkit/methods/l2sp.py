@@ -21,10 +21,10 @@ from typing import Any, ClassVar
 import torch
 
 from ..config import param
-from ..model import TransferModel
+from ..model import TransferModel, unwrap
 from .base import FitContext, StepOutput
 from .registry import register
-from .regularised import RegularisedMethod, ScheduleParams, sum_of_squares, unwrap
+from .regularised import RegularisedMethod, ScheduleParams, sum_of_squares
 
 
 @dataclass

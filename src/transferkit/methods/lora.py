@@ -26,10 +26,9 @@ from torch import nn
 from ..config import param
 from ..data.base import Dataset
 from ..errors import ConfigError
-from ..model import TransferModel
+from ..model import TransferModel, freeze_norm_statistics
 from .base import FitContext, Method
 from .registry import register
-from .regularised import freeze_norm_statistics
 
 
 def layer_names(value: object) -> str | None:

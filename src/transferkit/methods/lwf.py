@@ -25,10 +25,10 @@ import torch.nn.functional as F
 
 from ..config import param
 from ..errors import ConfigError
-from ..model import TransferModel
+from ..model import TransferModel, forward_with_features, unwrap
 from .base import FitContext, StepOutput
 from .registry import register
-from .regularised import Frozen, RegularisedMethod, ScheduleParams, forward_with_features, unwrap
+from .regularised import Frozen, RegularisedMethod, ScheduleParams
 
 
 @dataclass

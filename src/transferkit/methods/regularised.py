@@ -1,4 +1,4 @@
-"""What the regularised fine-tuning methods share: the schedule of lambda, frozen source copies, feature hooks.
+"""What the regularised fine-tuning methods share: the schedule of lambda and frozen source copies.
 
 The methods of this family (``l2-sp``, ``delta``, ``bss``, ``lwf``, ``soft-targets``) all train with one loss,
 
@@ -19,8 +19,9 @@ the fine-tuned model normalises with the batch's statistics, so does the copy (w
 statistics never move). Otherwise a distance between the two would be non-zero at ``w == w0`` and its gradient
 would pull the weights to make up for the two normalisation modes, not for any drift.
 
-Intermediate outputs are taken with forward hooks registered for one forward pass and removed right after it
-(:class:`capture`): the trained model never keeps a hook that refers to the method.
+Intermediate outputs are taken with the one tap mechanism, :class:`transferkit.backbones.taps.Taps` (forward hooks
+registered for one forward pass and removed right after it): the trained model never keeps a hook that refers to the
+method.
 """
 
 from __future__ import annotations
@@ -101,74 +102,9 @@ class Frozen(nn.Module):
                 m.training = False
 
 
-def unwrap(model: nn.Module) -> Any:
-    """The TransferModel inside a DistributedDataParallel wrapper (the model itself otherwise)."""
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
-def first_tensor(out: Any) -> torch.Tensor:
-    """A module's output as one tensor (transformer layers may return tuples)."""
-    while isinstance(out, tuple | list):
-        out = out[0]
-    if not torch.is_tensor(out) and hasattr(out, "last_hidden_state"):
-        out = out.last_hidden_state
-    return out
-
-
-class capture:
-    """Context manager: forward hooks on ``modules`` for the duration of the block; outputs land in ``.outputs``.
-
-    ``grad=True`` makes every captured output part of the autograd graph even when nothing before it requires a
-    gradient (a frozen model), so that gradients with respect to the feature maps can be taken.
-    """
-
-    def __init__(self, modules: list[nn.Module], *, grad: bool = False) -> None:
-        self.modules = modules
-        self.grad = grad
-        self.outputs: list[torch.Tensor | None] = [None] * len(modules)
-        self._handles: list[Any] = []
-
-    def __enter__(self) -> capture:
-        for i, m in enumerate(self.modules):
-            self._handles.append(m.register_forward_hook(self._hook(i)))
-        return self
-
-    def _hook(self, i: int) -> Any:
-        def hook(_m: nn.Module, _inp: Any, out: Any) -> None:
-            t = first_tensor(out)
-            if self.grad and not t.requires_grad:
-                t.requires_grad_(True)
-            self.outputs[i] = t
-
-        return hook
-
-    def __exit__(self, *exc: Any) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
-
-
-def forward_with_features(model: nn.Module, x: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(features, logits)`` from one forward pass of the (possibly wrapped) model: the backbone's output is hooked.
-
-    Calling ``backbone`` and ``head`` separately would bypass a DistributedDataParallel wrapper's gradient sync.
-    """
-    with capture([unwrap(model).backbone]) as cap:
-        logits = model(x)
-    feats = cap.outputs[0]
-    assert feats is not None
-    return feats, logits
-
-
 def sum_of_squares(params: list[torch.Tensor]) -> torch.Tensor:
     """``sum_i ||p_i||^2`` over a list of tensors (one fused norm kernel per list on GPU)."""
     if not params:
         return torch.zeros(())
     return torch.stack(torch._foreach_norm(params)).float().pow(2).sum()
 
-
-def freeze_norm_statistics(module: nn.Module) -> None:
-    """Put every batch-norm layer of ``module`` in evaluation mode (running statistics stay as they are)."""
-    for m in module.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.eval()

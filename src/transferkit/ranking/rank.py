@@ -12,8 +12,10 @@ candidate reads its own columns; the time of that shared pass is split evenly am
 Candidate names (one string each; no commas, so a list fits one CLI argument):
 
 - ``name``: any backbone name (``mobilenet_v2.imagenet``, ``timm:resnet18``, ``minilm-l6``...), final features;
-- ``name@L``: the output of block ``L`` of ``backbone.blocks()`` (negative counts from the end), average-pooled;
-- ``name@L1+L2``: several blocks, concatenated (feature fusion of layers);
+- ``name@L``: the output of layer ``L``, average-pooled: a block index into ``backbone.blocks()`` (negative counts
+  from the end) or a module path of the network (``mobilenet_v2.imagenet@features.7``; see
+  :mod:`transferkit.backbones.taps`);
+- ``name@L1+L2``: several layers, concatenated (feature fusion of layers);
 - ``name~random`` (before or after ``@``): the same architecture with random initialisation (``pretrained=False``),
   e.g. ``timm:resnet18~random``, whose pretrained weights are not available offline. Catalog names that are already
   random baselines (``mobilenet_v2.random``) need no suffix. Random weights are drawn from ``torch.manual_seed(seed)``
@@ -38,13 +40,14 @@ import numpy as np
 import torch
 
 from ..backbones.base import Backbone
+from ..backbones.tapped import SharedPass, TapBackbone
+from ..backbones.taps import resolve_layer
 from ..data.base import Dataset, Splits
 from ..errors import BackboneError, ConfigError, DataError
-from ..features.taps import SharedPass, TapBackbone
 from . import scores
 
-__all__ = ["METRICS", "Candidate", "CandidateResult", "RankResult", "SharedPass", "build_candidate",
-           "parse_candidate", "rank_backbones"]
+__all__ = ["METRICS", "Candidate", "CandidateResult", "RankResult", "build_candidate", "parse_candidate",
+           "rank_backbones"]
 
 METRICS: dict[str, str] = {
     "logme": "LogME, mean log evidence of a Bayesian linear model per sample (You et al. 2021)",
@@ -53,17 +56,22 @@ METRICS: dict[str, str] = {
     "knn": "k-NN accuracy (k=10, cosine), leave-one-out on the subsample",
 }
 _TITLES = {"logme": "LogME", "leep": "LEEP", "hscore": "H-score", "knn": "kNN acc"}
-_LAYERS = re.compile(r"^-?\d+(\+-?\d+)*$")
+_LAYER = r"(-?\d+|\w+(\.\w+)*)"  # a block index or a dotted module path
+_LAYERS = re.compile(rf"^{_LAYER}(\+{_LAYER})*$")
+_INDEX = re.compile(r"^-?\d+$")
 _RANDOM = "~random"
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """A parsed candidate: backbone name, blocks to tap (``None``: final features) and whether weights are loaded."""
+    """A parsed candidate: backbone name, layers to tap (``None``: final features) and whether weights are loaded.
+
+    ``layers`` holds block indices as integers and module paths as text, as written.
+    """
 
     text: str
     name: str
-    layers: tuple[int, ...] | None = None
+    layers: tuple[int | str, ...] | None = None
     pretrained: bool = True
 
 
@@ -71,7 +79,7 @@ def parse_candidate(text: str) -> Candidate:
     """Parse ``name[~random][@L[+L2...]]`` (see the module docstring).
 
     Raises:
-        BackboneError: an empty name, or an ``@`` suffix that is not a list of block indices.
+        BackboneError: an empty name, or an ``@`` suffix that is not a list of block indices or module paths.
     """
     if not isinstance(text, str) or not text.strip():
         raise BackboneError("A candidate backbone name is empty; list names separated by commas, e.g. a,b@3,c.")
@@ -80,15 +88,16 @@ def parse_candidate(text: str) -> Candidate:
     pretrained = True
     if body.endswith(_RANDOM):
         body, pretrained = body[: -len(_RANDOM)], False
-    layers: tuple[int, ...] | None = None
+    layers: tuple[int | str, ...] | None = None
     head, at, tail = body.rpartition("@")
     if at:
         if not _LAYERS.match(tail):
             raise BackboneError(
                 f"Cannot read the layers in candidate '{raw}'; write name@L or name@L1+L2 with block indices "
-                "(negative counts from the end), e.g. mobilenet_v2.imagenet@4."
+                "(negative counts from the end) or module paths, e.g. mobilenet_v2.imagenet@4 or "
+                "mobilenet_v2.imagenet@features.7."
             )
-        body, layers = head, tuple(int(v) for v in tail.split("+"))
+        body, layers = head, tuple(int(v) if _INDEX.match(v) else v for v in tail.split("+"))
     if body.endswith(_RANDOM):
         body, pretrained = body[: -len(_RANDOM)], False
     if not body:
@@ -105,11 +114,11 @@ def _precheck(cand: Candidate) -> None:
 
 
 def build_candidate(cand: Candidate | str, *, seed: int = 0, final: bool = False) -> Backbone:
-    """The feature backbone of a candidate (``transferkit.features.feature_backbone``), random weights seeded.
+    """The feature backbone of a candidate (``transferkit.backbones.feature_backbone``), random weights seeded.
 
     ``final=True`` ignores the candidate's layers and returns the whole network (to share it between candidates).
     """
-    from ..features import feature_backbone
+    from ..backbones import feature_backbone
 
     c = parse_candidate(cand) if isinstance(cand, str) else cand
     layers = None if final or not c.layers else list(c.layers)
@@ -118,15 +127,19 @@ def build_candidate(cand: Candidate | str, *, seed: int = 0, final: bool = False
         return feature_backbone(c.name, layers=layers, pretrained=c.pretrained)
 
 
-def _group_source(backbone: Backbone, group: list[Candidate]) -> tuple[Backbone, dict[int | None, slice]]:
-    """One feature source for all candidates of one network, and the columns of its final features / each block."""
+def _layer_key(layer: int | str, n_blocks: int) -> int | str:
+    """The column key of a layer: a block index counted from the start, or the module path."""
+    return layer % n_blocks if isinstance(layer, int) else layer
+
+
+def _group_source(backbone: Backbone, group: list[Candidate]) -> tuple[Backbone, dict[int | str | None, slice]]:
+    """One feature source for all candidates of one network, and the columns of its final features / each layer."""
     n = len(backbone.blocks())
-    layers: list[int] = []
+    layers: list[int | str] = []
     for c in group:
         for v in c.layers or ():
-            if not -n <= v < n:
-                TapBackbone(backbone, [v])  # raises the features package's "layer does not exist" error
-            v = v % n
+            resolve_layer(backbone, v)  # an index out of range or a path that does not exist: the taps' error
+            v = _layer_key(v, n)
             if v not in layers:
                 layers.append(v)
     wants_final = any(c.layers is None for c in group)
@@ -135,7 +148,7 @@ def _group_source(backbone: Backbone, group: list[Candidate]) -> tuple[Backbone,
     if wants_final:
         shared = SharedPass(backbone, layers)
         source: Backbone = shared
-        keys: list[int | None] = [None, *layers]
+        keys: list[int | str | None] = [None, *layers]
         dims = shared.dims
     else:  # a TapBackbone stops the forward pass after the deepest tapped block
         tapped = TapBackbone(backbone, layers)
@@ -147,10 +160,10 @@ def _group_source(backbone: Backbone, group: list[Candidate]) -> tuple[Backbone,
     return source, cols
 
 
-def _columns(feats: np.ndarray, cols: dict[int | None, slice], cand: Candidate, n_blocks: int) -> np.ndarray:
+def _columns(feats: np.ndarray, cols: dict[int | str | None, slice], cand: Candidate, n_blocks: int) -> np.ndarray:
     if cand.layers is None:
         return np.asarray(feats[:, cols[None]])
-    return np.concatenate([feats[:, cols[v % n_blocks]] for v in cand.layers], axis=1)
+    return np.concatenate([feats[:, cols[_layer_key(v, n_blocks)]] for v in cand.layers], axis=1)
 
 
 @dataclass
@@ -159,7 +172,7 @@ class CandidateResult:
 
     candidate: str
     backbone: str
-    layers: list[int] | None
+    layers: list[int | str] | None
     pretrained: bool
     feature_dim: int
     scores: dict[str, float]
