@@ -23,7 +23,7 @@ from transferkit.data.base import Dataset
 from transferkit.data.loaders import make_loader
 from transferkit.errors import ConfigError, DataError
 from transferkit.methods import create_method, get_method_class
-from transferkit.methods.adaptation import AdaptationMethod
+from transferkit.methods.domain_adaptive import AdaptationMethod
 from transferkit.methods.base import FitContext
 from transferkit.model import TransferModel
 from transferkit.train.loop import fit as fit_loop

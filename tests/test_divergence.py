@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from transferkit.adaptation.compare import summarise, summary_markdown, validator_choices
+from transferkit.app.compare import summarise, summary_markdown, validator_choices
 from transferkit.adaptation.divergence import a_distance, embed_2d
 
 

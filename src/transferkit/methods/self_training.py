@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from ..data.transforms import check_preset
 from ..errors import ConfigError
 from ..model import TransferModel
-from .adaptation import AdaptationMethod, AdaptationParams
 from .base import FitContext, StepOutput
+from .domain_adaptive import AdaptationMethod, AdaptationParams
 from .registry import register
 
 
