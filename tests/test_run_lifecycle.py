@@ -24,12 +24,12 @@ import torch
 import yaml
 
 from tests.cli_helpers import ROOT, assert_user_error, run_cli
+from transferkit.app.fit import run_fit
+from transferkit.app.runs import RunFolder
 from transferkit.config import RunConfig, apply_overrides
 from transferkit.errors import RunError, TransferkitError
 from transferkit.methods import register
 from transferkit.methods.base import Method, StepOutput
-from transferkit.app.fit import run_fit
-from transferkit.app.runs import RunFolder
 
 TEXT_RUN = ["model.backbone=bow-hash", "train.epochs=3", "train.progress=false", "train.batch_size=16",
             "train.schedule=constant", "train.warmup_fraction=0.0"]

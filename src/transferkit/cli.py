@@ -215,8 +215,8 @@ def _is_output(path: Path) -> bool:
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from .config import RunConfig, apply_overrides, load_yaml
     from .app.fit import run_fit
+    from .config import RunConfig, apply_overrides, load_yaml
 
     cfg = load_yaml(args.config) if args.config else RunConfig()
     overrides = list(args.overrides)

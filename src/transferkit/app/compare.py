@@ -108,11 +108,11 @@ def run_compare(
 def _compare_in(folder: Any, cfg: RunConfig, methods: list[str], seeds: list[int], *, embedding: str,
                 max_points: int, progress: bool) -> CompareResult:
     """:func:`run_compare` inside the folder's lock: check, load, create the folder, train, write."""
+    from ..adaptation.divergence import a_distance, embed_2d, model_features
     from ..api import TransferClassifier
     from ..data import load_data
     from ..io import write_json, write_text
     from ..methods import create_method
-    from ..adaptation.divergence import a_distance, embed_2d, model_features
 
     config = {**cfg.to_dict(), "compare": {"methods": methods, "seeds": seeds, "embedding": embedding}}
     folder.check(config)
