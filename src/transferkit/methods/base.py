@@ -1,7 +1,7 @@
 """The method interface: how a transfer method plugs into the one training loop.
 
-The loop (``transferkit.train.loop``) knows no method by name. Each step it asks the method for a loss on a batch;
-each epoch it tells the method the epoch is starting; before training it asks which parameters train at which
+The training loop (in ``transferkit.train``) knows no method by name. Each step it asks the method for a loss on a
+batch; each epoch it tells the method the epoch is starting; before training it asks which parameters train at which
 learning rate. A method is an ``nn.Module`` so that anything it owns (a frozen copy of the source model for L2-SP or
 DELTA, a domain discriminator for DANN) moves to the device, is saved in checkpoints and is restored on resume
 without the loop knowing it exists. Methods that need more data than the labelled batch (the unlabelled target set

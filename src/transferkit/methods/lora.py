@@ -13,7 +13,7 @@ cannot merge LoRA into grouped / depthwise convolutions).
 Saving: when training ends the LoRA update of the chosen epoch is merged into the base weights (peft's
 ``merge_and_unload``), so the saved ``model.safetensors`` has the plain backbone architecture, reloads without peft
 and predicts exactly what the trained model predicted. This happens in :meth:`LoRA.finish`, which the pipeline calls
-on the chosen epoch's model after the one training loop; calling ``transferkit.train.loop.fit`` directly leaves the
+on the chosen epoch's model after the one training loop; running the training loop alone leaves the
 adapters in place.
 """
 
