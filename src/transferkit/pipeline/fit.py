@@ -117,8 +117,6 @@ class FitPipeline:
         """Train what :meth:`prepare` built and return the model at its chosen epoch (see the module docstring)."""
         import torch
 
-        from ..train import loop
-
         model, method = p.model, p.method
         ckpt = Path(checkpoint_dir) if checkpoint_dir else None
         if method.frozen_backbone:
@@ -131,7 +129,9 @@ class FitPipeline:
             stage = None
         result = method.fit_closed_form(ctx, ctx.val)
         if result is None:
-            result = loop.run(ctx, method, method.training_data(ctx))
+            from ..train.loop import run as run_loop  # imported only by fits that train: a probe needs none of it
+
+            result = run_loop(ctx, method, method.training_data(ctx))
         ctx.model.load_state_dict(result.best_state)
         if stage is not None:
             stage.record(result, model)
