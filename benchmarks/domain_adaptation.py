@@ -1,6 +1,6 @@
 """Domain adaptation on the built-in shifted pairs: every method vs source-only, mean +- std over seeds.
 
-Runs :func:`transferkit.adaptation.compare.run_compare` (what ``transferkit compare`` runs) on an example config and
+Runs :func:`transferkit.app.compare.run_compare` (what ``transferkit compare`` runs) on an example config and
 prints its summary table: target accuracy (mean +- std over seeds), the paired gain over source-only measured in the
 same run (the baseline), source accuracy, the proxy A-distance of the trained features, and for each
 target-label-free validator the epoch it picks against the oracle's. The comparison folder (CSV, Markdown,
@@ -17,7 +17,7 @@ import argparse
 import time
 from pathlib import Path
 
-from transferkit.adaptation.compare import run_compare
+from transferkit.app.compare import run_compare
 from transferkit.config import apply_overrides, load_yaml
 
 ROOT = Path(__file__).resolve().parent.parent

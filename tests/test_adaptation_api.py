@@ -143,7 +143,7 @@ def test_yaml_target_section(tmp_path):
 
 
 def test_run_fit_with_a_target_writes_target_metrics_and_validator_columns(tmp_path):
-    from transferkit.runner import run_fit
+    from transferkit.app.fit import run_fit
 
     cfg = RunConfig.from_dict({
         "data": {"name": "skada-covariate-source"}, "target": {"name": "skada-covariate-target"},

@@ -23,8 +23,8 @@ from transferkit.data.base import Dataset
 from transferkit.data.loaders import make_loader
 from transferkit.errors import ConfigError, DataError
 from transferkit.methods import create_method, get_method_class
-from transferkit.methods.adaptation import AdaptationMethod
 from transferkit.methods.base import FitContext
+from transferkit.methods.domain_adaptive import AdaptationMethod
 from transferkit.model import TransferModel
 from transferkit.train.loop import fit as fit_loop
 
@@ -273,20 +273,20 @@ def test_source_only_is_the_plain_cross_entropy_and_ignores_the_target(blobs_ima
     model.eval()
     x, y = next(iter(_loader(model)(_source(blobs_images), train=False)))
     assert m.training_step(model, (x, y)).loss.item() == pytest.approx(F.cross_entropy(model(x), y).item())
-    assert not getattr(m, "uses_target_labels", False)
+    assert "target_oracle" not in m.needs
 
 
 def test_target_oracle_trains_on_the_labelled_target_split(blobs_images) -> None:
-    assert get_method_class("target-oracle").uses_target_labels is True
+    assert "target_oracle" in get_method_class("target-oracle").needs
     source = _source(blobs_images)
     x, y = blobs_images
     relabelled = Dataset("image", x, (y + 1) % 3, CLASSES, "oracle")  # the target's labels disagree with the source
     with pytest.raises(ConfigError, match="'target-oracle' trains on the labelled target training split"):
         oracle = create_method("target-oracle", {})
-        oracle.custom_fit(FitContext(_model(), source, ModelConfig(), TrainConfig(), None, extra={}), None)
+        oracle.training_data(FitContext(_model(), source, ModelConfig(), TrainConfig(), None, extra={}))
     with pytest.raises(DataError, match="no labels"):
-        oracle.custom_fit(FitContext(_model(), source, ModelConfig(), TrainConfig(), None,
-                                     extra={"target_oracle": relabelled.unlabelled()}), None)
+        oracle.training_data(FitContext(_model(), source, ModelConfig(), TrainConfig(), None,
+                                        extra={"target_oracle": relabelled.unlabelled()}))
     clf = TransferClassifier(backbone=TINY, method="target-oracle", epochs=6, batch_size=16, lr=1e-2, progress=False)
     clf.fit(source, target=relabelled)
     pred = clf.predict_proba(source).argmax(1)

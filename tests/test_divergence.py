@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from transferkit.adaptation.compare import summarise, summary_markdown, validator_choices
 from transferkit.adaptation.divergence import a_distance, embed_2d
+from transferkit.app.compare import summarise, summary_markdown, validator_choices
 
 
 def _gauss(n: int, shift: float, seed: int, d: int = 8) -> np.ndarray:

@@ -24,12 +24,12 @@ import torch
 import yaml
 
 from tests.cli_helpers import ROOT, assert_user_error, run_cli
+from transferkit.app.fit import run_fit
+from transferkit.app.runs import RunFolder
 from transferkit.config import RunConfig, apply_overrides
 from transferkit.errors import RunError, TransferkitError
 from transferkit.methods import register
 from transferkit.methods.base import Method, StepOutput
-from transferkit.runner import run_fit
-from transferkit.runs import RunFolder
 
 TEXT_RUN = ["model.backbone=bow-hash", "train.epochs=3", "train.progress=false", "train.batch_size=16",
             "train.schedule=constant", "train.warmup_fraction=0.0"]
@@ -158,7 +158,7 @@ def test_a_crash_keeps_the_partial_folder_and_releases_the_lock(runs, text_csv):
 
 
 def test_compare_leaves_nothing_on_a_user_error(runs, text_csv):
-    from transferkit.adaptation.compare import run_compare
+    from transferkit.app.compare import run_compare
 
     cfg = _cfg(text_csv, runs / "cmp", TEXT_RUN, "model.backbone=bow-hashh", f"target.path={text_csv}")
     with pytest.raises(TransferkitError, match="bow-hash"):
@@ -261,7 +261,7 @@ def test_the_cli_refuses_a_run_while_another_holds_the_folder(runs):
 
 _RACER = """
 import pathlib, sys, time
-import transferkit.api, transferkit.runner, transferkit.train.loop  # imported before the start signal
+import transferkit.api, transferkit.app.fit, transferkit.train.loop  # imported before the start signal
 from transferkit.cli import main
 pathlib.Path(sys.argv[2]).touch()
 while not pathlib.Path(sys.argv[1]).exists():
@@ -302,7 +302,7 @@ def test_two_runs_into_one_folder_end_with_one_complete_run_and_one_refusal(runs
 
 _HOLDER = """
 import pathlib, sys, time
-from transferkit.runs import RunFolder
+from transferkit.app.runs import RunFolder
 folder = RunFolder(sys.argv[1])  # kept referenced: a collected lock is released
 folder.acquire()
 pathlib.Path(sys.argv[2]).touch()

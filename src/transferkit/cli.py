@@ -216,8 +216,8 @@ def _is_output(path: Path) -> bool:
 
 
 def _fit(args: argparse.Namespace) -> int:
+    from .app.fit import run_fit
     from .config import RunConfig, apply_overrides, load_yaml
-    from .runner import run_fit
 
     cfg = load_yaml(args.config) if args.config else RunConfig()
     overrides = list(args.overrides)
@@ -295,9 +295,9 @@ def _predict(args: argparse.Namespace) -> int:
             texts += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         ids, inputs = texts, texts
     else:
-        from .api import _expand_image_paths
+        from .data.coerce import expand_image_paths
 
-        ids = inputs = _expand_image_paths(args.paths)
+        ids = inputs = expand_image_paths(args.paths)
     proba = est.predict_proba(inputs, progress=True)
     top_k = min(args.top_k, len(est.classes_))  # asking for more classes than the model has lists them all
     write_predictions_csv(args.out, list(ids), proba, est.classes_, top_k=top_k)
@@ -389,7 +389,7 @@ _COMMANDS["rank"] = _rank
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from .adaptation.compare import run_compare
+    from .app.compare import run_compare
     from .config import apply_overrides, load_yaml
 
     cfg = load_yaml(args.config)

@@ -1,8 +1,8 @@
 """The transfer model: a :class:`~transferkit.backbones.base.Backbone` plus a new head for the target label set.
 
 Saved as two files: ``model.safetensors`` (every tensor) and ``model.json`` (label names, backbone spec, head shape,
-preprocessing). :func:`load_model` rebuilds the architecture from the JSON alone (no pretrained download, no
-training config) and loads the tensors strictly.
+preprocessing, and how the model predicts: ``inference``). :func:`load_model` rebuilds the architecture from the
+JSON alone (no pretrained download, no training config) and loads the tensors strictly.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ from .version import __version__
 
 MODEL_WEIGHTS = "model.safetensors"
 MODEL_META = "model.json"
+#: How a model predicts unless its fit said otherwise (a trained backbone, as a plain torch model).
+DEFAULT_INFERENCE: dict[str, Any] = {"frozen_backbone": False, "engine": "torch"}
+ENGINES = ("auto", "onnx", "torch")
 
 
 def make_head(kind: str, in_dim: int, num_classes: int, hidden: int = 512, dropout: float = 0.0) -> nn.Module:
@@ -57,6 +60,10 @@ class TransferModel(nn.Module):
         self.head = make_head(head, backbone.feature_dim, len(classes), head_hidden, head_dropout)
         pre = backbone.preprocessing
         self.image_size = image_size or pre.image_size
+        #: How the model predicts, set by the fit pipeline from the method and saved in ``model.json``: a frozen
+        #: backbone runs through the fast feature-extraction ``engine`` (auto | onnx | torch) and the head on its
+        #: features; a trained one runs as a plain torch model.
+        self.inference: dict[str, Any] = dict(DEFAULT_INFERENCE)
 
     @property
     def preprocessing(self) -> Preprocessing:
@@ -79,6 +86,7 @@ class TransferModel(nn.Module):
             "preprocessing": self.preprocessing.to_dict(),
             "image_size": self.image_size,
             "head": {"kind": self.head_kind, "hidden": self.head_hidden, "dropout": self.head_dropout},
+            "inference": dict(self.inference),
         }
 
 
@@ -156,6 +164,7 @@ def load_model(folder: str | Path, *, trust_code: bool = False) -> TransferModel
         state = load_file(str(weights_path))
     except (SafetensorError, OSError) as e:
         raise WeightsError(f"'{weights_path}' cannot be read as safetensors ({e}); save the model again.") from None
+    model.inference = inference_of(meta)
     missing, unexpected = _load_strict(model, state)
     if missing or unexpected:
         raise WeightsError(
@@ -201,9 +210,25 @@ def read_model_meta(meta_path: Path) -> dict[str, Any]:
     classes = meta["classes"]
     if len(classes) < 2 or not all(isinstance(c, str) for c in classes) or len(set(classes)) != len(classes):
         raise damaged("'classes' must be two or more distinct names")
+    inference = meta.get("inference")
+    if inference is not None and not (isinstance(inference, dict) and isinstance(inference.get("frozen_backbone"), bool)
+                                      and inference.get("engine") in ENGINES):
+        raise damaged("'inference' must have frozen_backbone true or false and engine auto, onnx or torch")
     if meta.get("image_size") is not None and (not isinstance(meta["image_size"], int) or meta["image_size"] < 1):
         raise damaged("'image_size' must be a positive whole number")
     return meta
+
+
+def inference_of(meta: dict[str, Any]) -> dict[str, Any]:
+    """How the saved model predicts: its ``inference`` entry, or for a folder saved before that entry existed, the
+    old top-level ``frozen_backbone`` flag and the feature method's ``method.params.engine``."""
+    if isinstance(meta.get("inference"), dict):
+        return dict(meta["inference"])
+    frozen = meta.get("frozen_backbone") is True
+    params = (meta.get("method") or {}).get("params") if isinstance(meta.get("method"), dict) else None
+    engine = params.get("engine", "auto") if isinstance(params, dict) else "auto"
+    return {"frozen_backbone": frozen, "engine": engine if frozen and engine in ENGINES else
+            "auto" if frozen else "torch"}
 
 
 def _dedupe_shared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -126,3 +126,38 @@ def expand_image_paths(items: Any) -> list[str]:
     if not out:
         raise DataError("No image files were found in the given paths; check the paths and file types.")
     return out
+
+
+def check_label_set(train: Dataset, val: Dataset | None) -> None:
+    """Refuse training data with fewer than two classes, or validation data with another label set."""
+    counts = train.class_counts()
+    if (counts > 0).sum() < 2:
+        raise DataError("The training data has fewer than two classes; a classifier needs at least two.")
+    if val is not None and val.is_labelled and list(val.classes) != list(train.classes):
+        raise DataError("The validation data has a different label set from the training data; use the same classes.")
+
+
+def remap_labels(ds: Dataset, classes: list[str]) -> Dataset:
+    """``ds`` with its labels renumbered to ``classes``' order (matched by name); refuses a label not in it."""
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = sorted(set(ds.classes) - set(index))
+    if unknown:
+        raise DataError(
+            f"The data has labels the model was not trained on ({', '.join(unknown[:5])}); "
+            "evaluate on data with the model's label set."
+        )
+    mapping = np.array([index[c] for c in ds.classes], dtype=np.int64)
+    return Dataset(ds.modality, ds.inputs, mapping[ds.labels], list(classes), ds.name, dict(ds.meta))
+
+
+def concat(a: Dataset, b: Dataset) -> Dataset:
+    """Rows of ``a`` then ``b`` (same modality and classes)."""
+    arrays = isinstance(a.inputs, np.ndarray) and isinstance(b.inputs, np.ndarray)
+    if arrays and a.inputs.shape[1:] == b.inputs.shape[1:]:
+        inputs: Any = np.concatenate([a.inputs, b.inputs])
+    elif arrays:
+        raise DataError("Source and labelled target images differ in shape; give images of one size and colour.")
+    else:
+        inputs = list(a.inputs) + list(b.inputs)
+    labels = np.concatenate([a.labels, b.labels]) if a.labels is not None and b.labels is not None else None
+    return Dataset(a.modality, inputs, labels, list(a.classes), a.name, dict(a.meta))

@@ -1,11 +1,17 @@
 """The method interface: how a transfer method plugs into the one training loop.
 
-The loop (``transferkit.train.loop``) knows no method by name. Each step it asks the method for a loss on a batch;
-each epoch it tells the method the epoch is starting; before training it asks which parameters train at which
+The training loop (in ``transferkit.train``) knows no method by name. Each step it asks the method for a loss on a
+batch; each epoch it tells the method the epoch is starting; before training it asks which parameters train at which
 learning rate. A method is an ``nn.Module`` so that anything it owns (a frozen copy of the source model for L2-SP or
 DELTA, a domain discriminator for DANN) moves to the device, is saved in checkpoints and is restored on resume
 without the loop knowing it exists. Methods that need more data than the labelled batch (the unlabelled target set
-of domain adaptation) get it through :class:`FitContext` and draw their own batches.
+of domain adaptation) declare it in :attr:`Method.needs`, get it through :class:`FitContext` and draw their own
+batches.
+
+One entry point: the pipeline (:mod:`transferkit.pipeline`) builds the fit's one :class:`FitContext` and then calls,
+in order, :meth:`Method.fit_closed_form` (a fit that is not gradient steps; ``None`` by default), else the loop on
+:meth:`Method.training_data`, and last :meth:`Method.finish` on the chosen model. No method runs the loop itself.
+How the saved model predicts (:meth:`Method.inference`) is written into ``model.json`` by the pipeline.
 
 The default implementation here *is* plain fine-tuning: cross-entropy (with optional label smoothing) on the
 labelled batch (mixed by mixup / cutmix into soft targets when ``train.mixup_alpha`` / ``cutmix_alpha`` are set,
@@ -18,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -28,40 +34,9 @@ from torch import nn
 from ..config import ModelConfig, TrainConfig, _build
 from ..data.base import Dataset
 from ..model import TransferModel
+from ..train.contract import FitContext, FitResult, StepOutput
 
-
-@dataclass
-class FitContext:
-    """What a method may use besides the labelled batch.
-
-    Attributes:
-        model: the model being trained (before device placement).
-        train: the labelled training split.
-        model_config / train_config: the resolved configuration.
-        make_loader: ``make_loader(dataset, train=..., epoch=..., batch_size=...)`` builds a loader with the
-            model's preprocessing, for methods that draw extra batches (e.g. unlabelled target data).
-        extra: named extra data sets (e.g. ``{"target": Dataset}`` for domain adaptation).
-        device: where the model will run.
-    """
-
-    model: TransferModel
-    train: Dataset
-    model_config: ModelConfig
-    train_config: TrainConfig
-    make_loader: Callable[..., Any]
-    extra: dict[str, Dataset] = field(default_factory=dict)
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    steps_per_epoch: int = 0
-    options: dict[str, Any] = field(default_factory=dict)  # checkpoint_dir, resume: for methods that fit themselves
-
-
-@dataclass
-class StepOutput:
-    """A training step's loss (to back-propagate), the logits on the labelled batch, and scalars to log."""
-
-    loss: torch.Tensor
-    logits: torch.Tensor | None = None
-    logs: dict[str, float] = field(default_factory=dict)
+__all__ = ["FitContext", "FitResult", "Method", "NoParams", "StepOutput", "build_params", "infinite"]
 
 
 @dataclass
@@ -75,8 +50,14 @@ class Method(nn.Module):
     name: ClassVar[str] = "finetune"
     summary: ClassVar[str] = "fine-tune the backbone and a new head with cross-entropy"
     Params: ClassVar[type] = NoParams
-    frozen_backbone: ClassVar[bool] = False  # True: the backbone never trains (predictions may use fast engines)
-    uses_target_labels: ClassVar[bool] = False  # True only for the target-oracle baseline: it gets labelled target data
+    #: True: the backbone never trains; the pipeline fits the head on cached features, and predictions may use
+    #: the fast frozen-inference engines (read only here and in the pipeline; the saved model says how it predicts)
+    frozen_backbone: ClassVar[bool] = False
+    #: Data the method needs besides the labelled source, by ``ctx.extra`` key: ``"target"`` (the unlabelled target
+    #: training split), ``"target_labelled"`` (k labelled target examples per class), ``"target_oracle"`` (the whole
+    #: labelled target training split; only the oracle baseline may ask). The pipeline supplies exactly these and
+    #: refuses a fit that cannot.
+    needs: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, params: Any | None = None) -> None:
         super().__init__()
@@ -97,13 +78,35 @@ class Method(nn.Module):
         set_drop_path(backbone, getattr(model_cfg, "drop_path", 0.0), model_cfg.backbone)
         return backbone
 
-    def custom_fit(self, ctx: FitContext, val: Dataset | None, **kwargs: Any) -> Any:
-        """Fit without the epoch loop and return a ``FitResult``, or ``None`` (the default) to use the loop.
+    # --- the fit's entry points (called by the pipeline, in this order) -------------------------------------
+    def fit_closed_form(self, ctx: FitContext, val: Dataset | None) -> FitResult | None:
+        """Fit without the epoch loop and return a :class:`FitResult`, or ``None`` (the default) to use the loop.
 
-        For methods whose training is not a sequence of gradient steps on the model (a closed-form or L-BFGS head
-        on cached features); they still share the data, the model, the evaluation and the run folder.
+        For methods whose training is not a sequence of gradient steps (the probe's L-BFGS head on cached
+        features). The fit leaves ``ctx.model`` at its chosen state; it still shares the data, the model, the
+        evaluation and the run folder with every other method.
         """
         return None
+
+    def training_data(self, ctx: FitContext) -> Dataset:
+        """The split the loop trains on: the labelled training split by default (the oracle: the labelled target)."""
+        return ctx.train
+
+    def finish(self, model: TransferModel, result: FitResult) -> None:
+        """End-of-fit work on the chosen model (LoRA merges its adapters); may add entries to ``result.extra``."""
+
+    def inference(self) -> dict[str, Any]:
+        """How the fitted model predicts, saved in ``model.json``: ``frozen_backbone`` and the ``engine`` of its
+        frozen feature extraction (``auto``, ``onnx`` or ``torch``; a trained backbone predicts with ``torch``)."""
+        return {"frozen_backbone": bool(self.frozen_backbone), "engine": "auto" if self.frozen_backbone else "torch"}
+
+    def features(self, model: TransferModel, ds: Dataset, cfg: TrainConfig) -> Any:
+        """``(N, D)`` features of ``ds`` from the frozen backbone, for a ``frozen_backbone`` method: the pipeline
+        fits the head on them (as a tabular problem) instead of running the backbone every step."""
+        from ..features import extract_features
+
+        return extract_features(model.backbone, ds, image_size=model.image_size, engine=self.inference()["engine"],
+                                cache=False, progress=cfg.progress, batch_size=max(cfg.batch_size, 64))
 
     def setup(self, ctx: FitContext) -> None:
         """Called once before training (before device placement); build owned modules here."""

@@ -23,8 +23,8 @@ import torch
 from ..adaptation.losses import coral_loss
 from ..config import param
 from ..model import TransferModel
-from .adaptation import AdaptationMethod, AdaptationParams
 from .base import StepOutput
+from .domain_adaptive import AdaptationMethod, AdaptationParams
 from .registry import register
 
 LAYERS = ("features", "logits")

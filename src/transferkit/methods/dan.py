@@ -25,8 +25,8 @@ import torch
 
 from ..adaptation.losses import joint_mmd, mk_mmd
 from ..model import TransferModel
-from .adaptation import AdaptationMethod, AdaptationParams
 from .base import StepOutput
+from .domain_adaptive import AdaptationMethod, AdaptationParams
 from .registry import register
 
 

@@ -35,8 +35,8 @@ from ..adaptation.losses import (
 )
 from ..config import param
 from ..model import TransferModel
-from .adaptation import AdaptationMethod, AdaptationParams
 from .base import StepOutput
+from .domain_adaptive import AdaptationMethod, AdaptationParams
 from .registry import register
 
 

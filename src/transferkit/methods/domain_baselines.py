@@ -7,15 +7,16 @@ ceiling).
   given, so that an adaptation method compared with it under the same configuration differs only by its
   adaptation term. (Adaptation methods also pass the target batch through batch-norm with the source batch; that
   is part of what they do, and source-only does not.)
-* ``target-oracle``: the same supervised training, but on the *labelled target* training split, which the API hands
-  to methods with ``uses_target_labels = True`` as ``ctx.extra["target_oracle"]``. No adaptation method may see
-  these labels; the oracle shows how much of the gap to a model trained on the target is left. It trains with the
-  one training loop (:meth:`TargetOracle.custom_fit`), choosing its epoch on the validation data it is given.
+* ``target-oracle``: the same supervised training, but on the *labelled target* training split, which the pipeline
+  hands only to a method that declares ``"target_oracle"`` in its ``needs``, as ``ctx.extra["target_oracle"]``. No
+  adaptation method may see these labels; the oracle shows how much of the gap to a model trained on the target is
+  left. The one training loop trains it on that split (:meth:`TargetOracle.training_data`), choosing its epoch on
+  the validation data it is given.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from ..data.base import Dataset
 from ..errors import ConfigError, DataError
@@ -33,12 +34,10 @@ class SourceOnly(Method):
 class TargetOracle(Method):
     name: ClassVar[str] = "target-oracle"
     summary: ClassVar[str] = "upper baseline: supervised training on the labelled target training split"
-    uses_target_labels: ClassVar[bool] = True
+    needs: ClassVar[frozenset[str]] = frozenset({"target_oracle"})
 
-    def custom_fit(self, ctx: FitContext, val: Dataset | None, **kwargs: Any) -> Any:
-        """The one training loop on ``ctx.extra["target_oracle"]`` instead of the source training split."""
-        from ..train.loop import fit as fit_loop
-
+    def training_data(self, ctx: FitContext) -> Dataset:
+        """The labelled target training split (``ctx.extra["target_oracle"]``) instead of the source's."""
         oracle = ctx.extra.get("target_oracle")
         if oracle is None:
             raise ConfigError(
@@ -49,7 +48,4 @@ class TargetOracle(Method):
             raise DataError("The target data of 'target-oracle' has no labels; the oracle needs labelled target data.")
         if list(oracle.classes) != list(ctx.model.classes):
             raise DataError("The labelled target data has a different label set from the source; use the same classes.")
-        extra = {k: v for k, v in ctx.extra.items() if k != "target_oracle"}
-        return fit_loop(ctx.model, self, oracle, val, ctx.model_config, ctx.train_config,
-                        checkpoint_dir=ctx.options.get("checkpoint_dir"), resume=bool(ctx.options.get("resume")),
-                        extra=extra, **kwargs)
+        return oracle

@@ -18,12 +18,13 @@ and concatenated) and ``fuse`` adds more backbones, whose features are concatena
   cached features (they are a tabular data set to it), with early stopping, schedules and checkpoints as usual;
   ``train.lr`` is the head's learning rate. ``class_weight: balanced`` weights the cross-entropy the same way.
 
-The loop knows neither: a method may replace the fit through :meth:`Method.custom_fit`, and these two do.
+Both are ``frozen_backbone`` methods: the pipeline extracts the features (:meth:`FeatureHeadMethod.features`) and
+hands the method a :class:`FitContext` whose model is the head on those features and whose splits are the features
+as tabular data. The probe replaces the loop through :meth:`Method.fit_closed_form`; the mlp-head is trained by it.
 """
 
 from __future__ import annotations
 
-import abc
 import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -31,13 +32,12 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..config import ModelConfig, TrainConfig, param
 from ..data.base import Dataset
 from ..errors import ConfigError
 from ..model import TransferModel
-from .base import FitContext, Method
+from .base import FitContext, FitResult, Method
 from .registry import register
 
 C_GRID = (0.01, 0.1, 1.0, 10.0)
@@ -64,7 +64,7 @@ class ProbeParams(FeatureParams):
     tol: float = field(default=1e-3, metadata=param(gt=0))
 
 
-class FeatureHeadMethod(Method, metaclass=abc.ABCMeta):
+class FeatureHeadMethod(Method):
     """Base of the methods that train only a head on frozen, cached features."""
 
     frozen_backbone: ClassVar[bool] = True
@@ -79,41 +79,16 @@ class FeatureHeadMethod(Method, metaclass=abc.ABCMeta):
         return feature_backbone(names if p.fuse else model_cfg.backbone, layers=p.layers, pooling=p.pooling,
                                 weights=model_cfg.weights, pretrained=model_cfg.pretrained)
 
+    def inference(self) -> dict[str, Any]:
+        return {"frozen_backbone": True, "engine": self.params.engine}
+
     def features(self, model: TransferModel, ds: Dataset, cfg: TrainConfig) -> np.ndarray:
+        """Features of ``ds`` through the chosen engine, cached on disk unless ``cache: false``."""
         from ..features import extract_features
 
         return extract_features(model.backbone, ds, image_size=model.image_size, engine=self.params.engine,
                                 cache=self.params.cache, progress=cfg.progress,
                                 batch_size=max(cfg.batch_size, 64))
-
-    def custom_fit(self, ctx: FitContext, val: Dataset | None, **_: Any) -> Any:
-        from ..train.loop import FitResult
-
-        model, cfg = ctx.model, ctx.train_config
-        self.train_config = cfg
-        for p in model.backbone.parameters():
-            p.requires_grad_(False)
-        t0 = time.perf_counter()
-        x_train = self.features(model, ctx.train, cfg)
-        x_val = self.features(model, val, cfg) if val is not None and len(val) else None
-        t_feat = time.perf_counter() - t0
-        history = self.fit_head(model, x_train, ctx.train, x_val, val, ctx)
-        for row in history:
-            row.setdefault("feature_seconds", round(t_feat, 3))
-        best = max(range(len(history)), key=lambda i: history[i].get("_score", i)) if history else 0
-        for row in history:
-            row.pop("_score", None)
-        model.eval()
-        return FitResult(
-            history=history, best_epoch=best + 1, best_state=model.state_dict(),  # the head is set in place
-            seconds=time.perf_counter() - t0, trainable_params=sum(p.numel() for p in model.head.parameters()),
-            total_params=sum(p.numel() for p in model.parameters()), extra={"feature_seconds": t_feat},
-        )
-
-    @abc.abstractmethod
-    def fit_head(self, model: TransferModel, x_train: np.ndarray, train: Dataset, x_val: np.ndarray | None,
-                 val: Dataset | None, ctx: FitContext) -> list[dict[str, Any]]:
-        """Fit ``model.head`` on the features; returns history rows (``_score`` marks the chosen one)."""
 
 
 def _class_weights(labels: np.ndarray, k: int) -> np.ndarray:
@@ -135,8 +110,25 @@ class Probe(FeatureHeadMethod):
     summary: ClassVar[str] = "logistic regression on frozen, cached (fused) features; C chosen on val"
     Params: ClassVar[type] = ProbeParams
 
+    def fit_closed_form(self, ctx: FitContext, val: Dataset | None) -> FitResult:
+        """L-BFGS on the features (``ctx.train``, ``val``: tabular), C chosen on ``val``; the head is set in place."""
+        t0 = time.perf_counter()
+        x_val = np.asarray(val.inputs) if val is not None and len(val) else None
+        history = self.fit_head(ctx.model, np.asarray(ctx.train.inputs), ctx.train, x_val, val, ctx)
+        best = max(range(len(history)), key=lambda i: history[i]["_score"])
+        for row in history:
+            row.pop("_score")
+        model = ctx.model
+        model.eval()
+        return FitResult(
+            history=history, best_epoch=best + 1, best_state=model.state_dict(), seconds=time.perf_counter() - t0,
+            trainable_params=sum(p.numel() for p in model.head.parameters()),
+            total_params=sum(p.numel() for p in model.parameters()),
+        )
+
     def fit_head(self, model: TransferModel, x_train: np.ndarray, train: Dataset, x_val: np.ndarray | None,
                  val: Dataset | None, ctx: FitContext) -> list[dict[str, Any]]:
+        """Fit ``model.head`` on the features; returns history rows (``_score`` marks the chosen one)."""
         from sklearn.linear_model import LogisticRegression
 
         if model.head_kind != "linear":
@@ -193,56 +185,23 @@ def _full_coef(clf: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
     return coef, bias
 
 
-class _WeightedCE(Method):
-    """Plain cross-entropy, optionally with per-class weights (the mlp-head's inner method)."""
-
-    name: ClassVar[str] = "_weighted-ce"
-
-    def __init__(self, weight: torch.Tensor | None) -> None:
-        super().__init__()
-        self.register_buffer("class_weight", weight if weight is not None else torch.ones(0), persistent=False)
-
-    def classification_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        w = self.class_weight if self.class_weight.numel() else None
-        return F.cross_entropy(logits, y, weight=w, label_smoothing=self.train_config.label_smoothing)
-
-
-class _Features(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x
-
-
 @register
 class MLPHead(FeatureHeadMethod):
+    """Trained by the loop on the features: plain cross-entropy, class-weighted with ``class_weight: balanced``."""
+
     name: ClassVar[str] = "mlp-head"
     summary: ClassVar[str] = "MLP head trained by the loop on frozen, cached (fused) features"
 
-    def fit_head(self, model: TransferModel, x_train: np.ndarray, train: Dataset, x_val: np.ndarray | None,
-                 val: Dataset | None, ctx: FitContext) -> list[dict[str, Any]]:
-        import dataclasses
+    def __init__(self, params: Any | None = None) -> None:
+        super().__init__(params)
+        self.register_buffer("class_weight", torch.ones(0), persistent=False)
 
-        from ..backbones import ModuleBackbone, Preprocessing
-        from ..train.loop import fit as fit_loop
+    def setup(self, ctx: FitContext) -> None:
+        super().setup(ctx)
+        if self.params.class_weight == "balanced":
+            k = len(ctx.train.classes)
+            self.class_weight = torch.tensor(_class_weights(ctx.train.labels, k), dtype=torch.float32)
 
-        dim = x_train.shape[1]
-        inner_backbone = ModuleBackbone(_Features(), dim, Preprocessing("tabular"))
-        inner = TransferModel(inner_backbone, train.classes, head=model.head_kind, head_hidden=model.head_hidden,
-                              head_dropout=model.head_dropout)
-        inner.head.load_state_dict(model.head.state_dict())
-        tab_train = Dataset("tabular", np.array(x_train, dtype=np.float32), train.labels, train.classes, train.name)
-        tab_val = (Dataset("tabular", np.array(x_val, dtype=np.float32), val.labels, val.classes, val.name)
-                   if x_val is not None and val is not None else None)
-        k = len(train.classes)
-        weight = (torch.tensor(_class_weights(train.labels, k), dtype=torch.float32)
-                  if self.params.class_weight == "balanced" else None)
-        cfg = dataclasses.replace(ctx.train_config, head_lr_scale=1.0, augment="none", num_workers=0, mixup_alpha=0.0,
-                                  cutmix_alpha=0.0)
-        result = fit_loop(inner, _WeightedCE(weight), tab_train, tab_val, ctx.model_config, cfg,
-                          checkpoint_dir=ctx.options.get("checkpoint_dir"),
-                          resume=bool(ctx.options.get("resume")))
-        inner.load_state_dict(result.best_state)
-        model.head.load_state_dict(inner.head.state_dict())
-        history = [dict(row) for row in result.history]
-        for i, row in enumerate(history):
-            row["_score"] = 1.0 if i == result.best_epoch - 1 else 0.0
-        return history
+    def classification_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        w = self.class_weight.to(logits.device) if self.class_weight.numel() else None
+        return F.cross_entropy(logits, y, weight=w, label_smoothing=self.train_config.label_smoothing)

@@ -12,8 +12,9 @@ cannot merge LoRA into grouped / depthwise convolutions).
 
 Saving: when training ends the LoRA update of the chosen epoch is merged into the base weights (peft's
 ``merge_and_unload``), so the saved ``model.safetensors`` has the plain backbone architecture, reloads without peft
-and predicts exactly what the trained model predicted. This happens in :meth:`LoRA.custom_fit`, which runs the one
-training loop and then merges; calling ``transferkit.train.loop.fit`` directly leaves the adapters in place.
+and predicts exactly what the trained model predicted. This happens in :meth:`LoRA.finish`, which the pipeline calls
+on the chosen epoch's model after the one training loop; running the training loop alone leaves the
+adapters in place.
 """
 
 from __future__ import annotations
@@ -24,10 +25,9 @@ from typing import Any, ClassVar
 from torch import nn
 
 from ..config import param
-from ..data.base import Dataset
 from ..errors import ConfigError
 from ..model import TransferModel, freeze_norm_statistics
-from .base import FitContext, Method
+from .base import FitContext, FitResult, Method
 from .registry import register
 
 
@@ -116,20 +116,11 @@ class LoRA(Method):
             freeze_norm_statistics(model.backbone)
 
     # --- fit, then merge -----------------------------------------------------------------------------------
-    def custom_fit(self, ctx: FitContext, val: Dataset | None, **kwargs: Any) -> Any:
-        """The one training loop, then the chosen epoch's LoRA update merged into the base weights."""
-        from ..train.loop import fit as fit_loop
-
-        result = fit_loop(ctx.model, self, ctx.train, val, ctx.model_config, ctx.train_config,
-                          checkpoint_dir=ctx.options.get("checkpoint_dir"), resume=bool(ctx.options.get("resume")),
-                          extra=ctx.extra, **kwargs)  # scorers, sample_weights: as for any method
-        model = ctx.model
-        model.load_state_dict(result.best_state)
+    def finish(self, model: TransferModel, result: FitResult) -> None:
+        """Merge the chosen epoch's LoRA update into the base weights; record the LoRA and merged sizes."""
         lora_params = sum(p.numel() for n, p in model.backbone.named_parameters() if is_lora_parameter(n))
         self.merge(model)
-        result.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         result.extra.update(lora_params=lora_params, merged_total_params=sum(p.numel() for p in model.parameters()))
-        return result
 
     def merge(self, model: TransferModel) -> None:
         """Fold ``(alpha / r) B A`` into each targeted base weight and put the plain layers back (peft)."""

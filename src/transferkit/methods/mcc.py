@@ -28,8 +28,8 @@ import torch
 from ..adaptation.losses import mcc_loss
 from ..config import param
 from ..model import TransferModel
-from .adaptation import AdaptationMethod, AdaptationParams
 from .base import StepOutput
+from .domain_adaptive import AdaptationMethod, AdaptationParams
 from .registry import register
 
 

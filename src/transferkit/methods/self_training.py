@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from ..config import param
 from ..data.transforms import check_preset
 from ..model import TransferModel
-from .adaptation import AdaptationMethod, AdaptationParams
 from .base import FitContext, StepOutput
+from .domain_adaptive import AdaptationMethod, AdaptationParams
 from .registry import register
 
 

@@ -1,7 +1,11 @@
 """The one training loop, on Hugging Face Accelerate (CPU, one GPU or many, unchanged).
 
 It knows no method by name: every method-specific thing (which parameters learn at which rate, the loss of a step,
-extra batches, epoch-dependent freezing) goes through the :class:`~transferkit.methods.base.Method` interface.
+extra batches, epoch-dependent freezing) goes through the :class:`~transferkit.methods.base.Method` interface, whose
+vocabulary (:class:`~transferkit.train.contract.FitContext`, ``StepOutput``, ``FitResult``) lives in
+:mod:`transferkit.train.contract`, so this package never imports the methods. The pipeline
+(:mod:`transferkit.pipeline`) builds the fit's one ``FitContext`` and calls :func:`run`; :func:`fit` is the same loop
+for callers that hold the pieces rather than a context (tests, benchmarks).
 
 Per-epoch scores besides the validation metrics come from ``scorers`` (``name -> fn(model) -> float``, e.g. the
 target-label-free validators of domain adaptation): each lands in the epoch's history row, and ``train.monitor`` may
@@ -42,7 +46,6 @@ import re
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +56,8 @@ from ..data.base import Dataset
 from ..errors import RunError
 from ..evaluate.metrics import classification_metrics
 from ..io import write_with
-from ..methods.base import FitContext, Method
 from ..model import TransferModel
+from .contract import FitContext, FitResult, LoopMethod
 from .inference import predict_logits, softmax, to_device
 from .schedules import build_optimizer, build_scheduler
 from .seeding import epoch_seed, seed_everything, set_deterministic
@@ -63,19 +66,6 @@ CHECKPOINT = "checkpoint.pt"
 #: Steps between two looks at the training loss on a GPU (each look waits for the device to catch up).
 FINITE_CHECK_EVERY = 16
 
-
-@dataclass
-class FitResult:
-    """What training produced: per-epoch history, the chosen epoch and its weights."""
-
-    history: list[dict[str, Any]]
-    best_epoch: int
-    best_state: dict[str, torch.Tensor]
-    stopped_early: bool = False
-    seconds: float = 0.0
-    trainable_params: int = 0
-    total_params: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def make_accelerator(cfg: TrainConfig) -> Any:
@@ -99,7 +89,7 @@ def make_accelerator(cfg: TrainConfig) -> Any:
 
 def fit(
     model: TransferModel,
-    method: Method,
+    method: LoopMethod,
     train: Dataset,
     val: Dataset | None,
     model_cfg: ModelConfig,
@@ -112,13 +102,40 @@ def fit(
     scorers: dict[str, Callable[[TransferModel], float]] | None = None,
     sample_weights: Any = None,
 ) -> FitResult:
-    """Train ``model`` with ``method`` on ``train``, keeping the best epoch by ``cfg.monitor``.
+    """Train ``model`` with ``method`` on ``train``, keeping the best epoch by ``cfg.monitor`` (see :func:`run`).
 
-    The monitor is a validation metric of ``val`` (``val_accuracy``...), or the name of one of ``scorers``; without
-    either (no val split for a ``val_*`` monitor) the last epoch is kept.
+    The loop for a caller that holds the pieces rather than a :class:`FitContext`; it builds the context and runs.
+    It calls no method hook beyond the loop's own (a LoRA model keeps its adapters unmerged): a whole fit with the
+    method's end-of-fit work is :func:`transferkit.pipeline.fit_pipeline`.
+    """
+    ctx = FitContext(model, train, model_cfg, cfg, extra=dict(extra or {}), val=val,
+                     sample_weights=sample_weights, scorers=dict(scorers or {}), checkpoint_dir=checkpoint_dir,
+                     resume=resume)
+    return run(ctx, method, on_epoch_end=on_epoch_end)
+
+
+def run(
+    ctx: FitContext,
+    method: LoopMethod,
+    train: Dataset | None = None,
+    *,
+    on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+) -> FitResult:
+    """Train ``ctx.model`` with ``method`` on ``train`` (default ``ctx.train``), keeping the best epoch.
+
+    The monitor ``ctx.train_config.monitor`` is a validation metric of ``ctx.val`` (``val_accuracy``...), or the
+    name of one of ``ctx.scorers``; without either (no val split for a ``val_*`` monitor) the last epoch is kept.
+    ``ctx.sample_weights`` weigh the rows of ``ctx.train``, so they apply only when the loop trains on it (a method
+    whose ``training_data`` is another split trains on that split unweighted). Fills in ``ctx.make_loader``,
+    ``ctx.device`` and ``ctx.steps_per_epoch`` before it calls ``method.setup(ctx)``.
     """
     from ..data.loaders import batches_per_epoch, make_loader
 
+    model, val, cfg = ctx.model, ctx.val, ctx.train_config
+    if train is None:
+        train = ctx.train
+    sample_weights = ctx.sample_weights if train is ctx.train else None
+    checkpoint_dir, resume = ctx.checkpoint_dir, ctx.resume
     set_deterministic(cfg.deterministic)
     accelerator = make_accelerator(cfg)
     device = accelerator.device
@@ -134,12 +151,12 @@ def fit(
             pin_memory=device.type == "cuda", weights=weights, shard=shard if train else None,
         )
 
-    scorers = dict(scorers or {})
+    scorers = dict(ctx.scorers)
     if sample_weights is not None and len(sample_weights) != len(train):
         raise RunError(f"{len(sample_weights)} sample weights for {len(train)} training examples; give one each.")
 
     steps_per_epoch = math.ceil(batches_per_epoch(len(train), cfg.batch_size, train=True) / accelerator.num_processes)
-    ctx = FitContext(model, train, model_cfg, cfg, loader, dict(extra or {}), device, steps_per_epoch)
+    ctx.make_loader, ctx.device, ctx.steps_per_epoch = loader, device, steps_per_epoch
     method.setup(ctx)
     model.to(device)
     method.to(device)
@@ -357,7 +374,7 @@ def _diverged(epoch: int, step: int | None, steps: int, value: float, optimizer)
 class _Step(torch.nn.Module):
     """The model and the method as one module whose forward is a training step (for DDP; see the module docstring)."""
 
-    def __init__(self, model: TransferModel, method: Method) -> None:
+    def __init__(self, model: TransferModel, method: LoopMethod) -> None:
         super().__init__()
         self.model = model
         self.method = method
@@ -367,7 +384,7 @@ class _Step(torch.nn.Module):
         return out.loss, out.logits
 
 
-def _trainable_in(model: TransferModel, method: Method, epoch: int) -> list[torch.nn.Parameter]:
+def _trainable_in(model: TransferModel, method: LoopMethod, epoch: int) -> list[torch.nn.Parameter]:
     """The model's parameters that train in ``epoch`` (applies that epoch's freezing; the caller restores it)."""
     method.apply_freezing(model, epoch)
     return [p for p in model.parameters() if p.requires_grad]

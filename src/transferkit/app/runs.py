@@ -29,8 +29,8 @@ from typing import Any
 
 import yaml
 
-from .errors import RunError, TransferkitError
-from .io import write_text
+from ..errors import RunError, TransferkitError
+from ..io import write_text
 
 #: Config keys that may differ when a run is resumed: they change how the rest of the run goes, not what the
 #: checkpoint means (a diverged run continues with a lower learning rate). Any other difference is refused.

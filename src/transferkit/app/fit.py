@@ -1,4 +1,4 @@
-"""``transferkit fit`` as a function: data -> training -> a complete, reloadable run folder.
+"""``transferkit fit`` as a function: data -> the fit pipeline -> a complete, reloadable run folder.
 
 The run folder holds: ``config.yaml`` (resolved), ``metrics.json`` (``{"val": {...}, "test": {...}}``, each with at
 least accuracy and macro_f1; with a labelled ``target:`` also ``"target_val"`` / ``"target_test"``),
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import RunConfig
+from ..config import RunConfig
 
 
 @dataclass
@@ -50,7 +50,7 @@ def run_fit(cfg: RunConfig, *, resume: bool = False) -> RunResult:
     The run folder is locked for the whole run (a second run into it is refused), and everything that can be
     checked (the folder's state, the data, the method and its parameters, the backbone and its weights file) is
     checked before the ``.partial`` folder exists; a user error after that removes it unless it holds a
-    checkpoint to resume from (see :class:`~transferkit.runs.RunFolder`).
+    checkpoint to resume from (see :class:`~transferkit.app.runs.RunFolder`).
     """
     from .runs import RunFolder
 
@@ -63,11 +63,9 @@ def run_fit(cfg: RunConfig, *, resume: bool = False) -> RunResult:
 
 def _fit_in(folder: Any, cfg: RunConfig, *, resume: bool, main: bool) -> RunResult:
     """The run itself, inside ``folder``'s lock on the main process (see :func:`run_fit`)."""
-    import dataclasses
-
-    from .api import TransferClassifier
-    from .data import load_data
-    from .methods import get_method_class
+    from ..api import TransferClassifier
+    from ..data import load_data
+    from ..pipeline import FitPipeline
 
     t0 = time.perf_counter()
     config = cfg.to_dict()
@@ -82,17 +80,12 @@ def _fit_in(folder: Any, cfg: RunConfig, *, resume: bool, main: bool) -> RunResu
         sizes.update({f"target_{k}": len(v) for k, v in target.items()})
         log(f"target: {cfg.target.name or cfg.target.path} ("
             + ", ".join(f"{k} {len(v)}" for k, v in target.items()) + "; train used without labels)")
-    params = {**dataclasses.asdict(cfg.model), **dataclasses.asdict(cfg.train)}
-    est = TransferClassifier(**params)
-    prepared = est._prepare_fit(splits, target=target)
+    pipeline = FitPipeline(cfg.model, cfg.train)
+    prepared = pipeline.prepare(splits, target=target)  # every check passes before the folder exists
     work = folder.start(config) if main else folder.partial
 
-    if get_method_class(cfg.model.method).frozen_backbone:
-        log(f"fitting {cfg.model.method} on frozen {cfg.model.backbone} features (cached on disk)")
-    else:
-        log(f"training {cfg.model.method} on {cfg.model.backbone} for {cfg.train.epochs} epochs"
-            + (" (resuming)" if resume else ""))
-    est._fit_prepared(prepared, checkpoint_dir=folder.checkpoint_dir, resume=resume)
+    log(prepared.describe(resume=resume))
+    est = TransferClassifier.from_fitted(pipeline.run(prepared, checkpoint_dir=folder.checkpoint_dir, resume=resume))
     t_train = time.perf_counter() - t0
     if not main:
         return RunResult(folder.out, {}, {})
@@ -125,8 +118,8 @@ def _evaluate_splits(est: Any, splits: Any, target: Any) -> dict[str, dict[str, 
 def _write_run_files(work: Path, est: Any, metrics: dict[str, dict[str, Any]], cfg: RunConfig,
                      sizes: dict[str, int], t0: float) -> dict[str, Any]:
     """Write the model, history, metrics, plots and summary into the partial folder; returns the summary."""
-    from .evaluate import confusion_matrix_png, learning_curves_png
-    from .io import write_json, write_text
+    from ..evaluate import confusion_matrix_png, learning_curves_png
+    from ..io import write_json, write_text
 
     shown = "test" if "test" in metrics else next(iter(metrics))
     est.save(work)

@@ -7,7 +7,8 @@ Every adaptation method trains on
 with ``f`` the backbone, ``h`` the head, a labelled source batch from the loop and an unlabelled target batch the
 method draws itself: the data reaches it as ``ctx.extra["target"]`` (an unlabelled :class:`Dataset` with the
 source's modality), and it takes batches of the loop's batch size through ``ctx.make_loader`` (the model's
-preprocessing; ``augment`` picks the augmentation preset of the target view, the loop's own by default). The loop
+preprocessing; ``augment`` picks the augmentation preset of the target view, the loop's own by default). The method
+declares the need (``needs = {"target"}``) and the pipeline supplies it, refusing a fit without a target. The loop
 knows nothing of this: it calls :meth:`~transferkit.methods.base.Method.training_step` with the source batch as
 for any method.
 
@@ -67,6 +68,7 @@ class AdaptationMethod(Method):
     """Base of methods that adapt to unlabelled target data (see the module docstring)."""
 
     Params: ClassVar[type] = AdaptationParams
+    needs: ClassVar[frozenset[str]] = frozenset({"target"})
     #: Augmentation preset of the target batches; ``None``: the loop's ``train.augment`` (as the source).
     target_augment: ClassVar[str | None] = None
 
@@ -93,8 +95,6 @@ class AdaptationMethod(Method):
                 f"The target data is {target.modality} but the source data is {ctx.train.modality}; adapt between "
                 "data of the same kind."
             )
-        if ctx.make_loader is None:
-            raise ConfigError(f"Method '{self.name}' draws target batches through the training loop; train with fit().")
         self._make_loader = ctx.make_loader
         self._target = target
         self._streams = {}

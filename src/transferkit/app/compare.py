@@ -89,9 +89,9 @@ def run_compare(
     """Train every method with every seed on ``cfg``'s source/target pair and write the comparison run folder.
 
     The folder is locked for the whole comparison and created only after the settings and the data passed their
-    checks; a user error later removes it (see :class:`~transferkit.runs.RunFolder`).
+    checks; a user error later removes it (see :class:`~transferkit.app.runs.RunFolder`).
     """
-    from ..runs import RunFolder
+    from .runs import RunFolder
 
     if cfg.target is None:
         raise ConfigError("compare needs a target data set; add a `target:` section (e.g. target: {name: mnist-m}).")
@@ -108,11 +108,11 @@ def run_compare(
 def _compare_in(folder: Any, cfg: RunConfig, methods: list[str], seeds: list[int], *, embedding: str,
                 max_points: int, progress: bool) -> CompareResult:
     """:func:`run_compare` inside the folder's lock: check, load, create the folder, train, write."""
+    from ..adaptation.divergence import a_distance, embed_2d, model_features
     from ..api import TransferClassifier
     from ..data import load_data
     from ..io import write_json, write_text
     from ..methods import create_method
-    from .divergence import a_distance, embed_2d, model_features
 
     config = {**cfg.to_dict(), "compare": {"methods": methods, "seeds": seeds, "embedding": embedding}}
     folder.check(config)
