@@ -41,8 +41,10 @@ from _common import MethodStepper, pick_device, table  # noqa: E402
 
 from transferkit.config import DataConfig  # noqa: E402
 from transferkit.data import load_data  # noqa: E402
-from transferkit.data.loaders import make_loader  # noqa: E402
-from transferkit.train.inference import to_device  # noqa: E402
+from transferkit.data.loaders import (
+    make_loader,  # noqa: E402
+    to_device,  # noqa: E402
+)
 
 METHODS = ["source-only", "dann", "cdan", "cdan-e", "dan", "coral", "mcc", "self-training"]
 #: Images through the model per step, in units of the batch size.

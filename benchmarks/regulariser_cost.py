@@ -24,8 +24,10 @@ from _common import MethodStepper, pick_device, table  # noqa: E402
 from transferkit.backbones import build_backbone  # noqa: E402
 from transferkit.config import DataConfig  # noqa: E402
 from transferkit.data import load_data  # noqa: E402
-from transferkit.data.loaders import make_loader  # noqa: E402
-from transferkit.train.inference import to_device  # noqa: E402
+from transferkit.data.loaders import (
+    make_loader,  # noqa: E402
+    to_device,  # noqa: E402
+)
 
 METHODS = ["finetune", "l2-sp", "delta", "bss", "lwf"]
 

@@ -55,6 +55,17 @@ def _mix(*values: int) -> int:
     return (int(state[0]) << 31) ^ int(state[1])
 
 
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Move a batch (tensor, dict of tensors, or tuple of those) to ``device``."""
+    if torch.is_tensor(batch):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, list | tuple):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
 def batches_per_epoch(n: int, batch_size: int, *, train: bool, drop_last: bool = False) -> int:
     """How many batches one epoch of ``n`` examples has, over all processes.
 

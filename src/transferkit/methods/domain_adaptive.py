@@ -37,9 +37,9 @@ import torch
 
 from ..config import param
 from ..data.base import Dataset
+from ..data.loaders import to_device
 from ..errors import ConfigError, DataError
 from ..model import TransferModel, forward_with_features, unwrap
-from ..train.inference import to_device
 from .base import FitContext, Method, infinite
 
 #: Loader rounds per epoch in the target stream's seed (see the module docstring).

@@ -9,18 +9,8 @@ import numpy as np
 import torch
 
 from ..data.base import Dataset
+from ..data.loaders import to_device
 from ..model import TransferModel
-
-
-def to_device(batch: Any, device: torch.device) -> Any:
-    """Move a batch (tensor, dict of tensors, or tuple of those) to ``device``."""
-    if torch.is_tensor(batch):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, list | tuple):
-        return type(batch)(to_device(v, device) for v in batch)
-    return batch
 
 
 @torch.no_grad()

@@ -53,12 +53,13 @@ import torch
 
 from ..config import ModelConfig, TrainConfig
 from ..data.base import Dataset
+from ..data.loaders import to_device
 from ..errors import RunError
 from ..evaluate.metrics import classification_metrics
 from ..io import write_with
 from ..model import TransferModel
 from .contract import FitContext, FitResult, LoopMethod
-from .inference import predict_logits, softmax, to_device
+from .inference import predict_logits, softmax
 from .schedules import build_optimizer, build_scheduler
 from .seeding import epoch_seed, seed_everything, set_deterministic
 
