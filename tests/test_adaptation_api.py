@@ -1,4 +1,4 @@
-"""Domain adaptation through the estimator and the runner: target data, source selection, label-free validators."""
+"""Domain adaptation through the estimator and app.fit.run_fit: target data, source selection, label-free validators."""
 
 from __future__ import annotations
 
