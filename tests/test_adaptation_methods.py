@@ -357,8 +357,18 @@ def _adapted(digits, name: str, params: dict | None = None, seed: int = 1) -> di
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["dan", "self-training"])
 def test_adaptation_beats_source_only_on_mnist_m(digits, name) -> None:
-    base, adapted = _adapted(digits, "source-only"), _adapted(digits, name)
-    assert adapted["acc"] > base["acc"] + 0.02, (name, adapted["acc"], base["acc"])
+    """The median over training seeds 1-5 of the paired gain (method minus source-only, same seed) is above 2 points.
+
+    Measured with this budget on seeds 1-7 (Intel Xeon with AVX-512 and AMX, one thread), gain in points: DAN 6.5 /
+    6.7 / 7.6 / 6.9 / 6.5 / 6.6 / 6.8 (mean 6.8); self-training 5.8 / 4.6 / 2.2 / 7.0 / -11.3 / 4.1 / 11.0 (mean
+    3.3, min -11.3, max 11.0: on seed 5 its pseudo-labels collapse to 43.2 %). One seed at +2 (seed 1 gave +2.3 on
+    the AMD EPYC) says little; the median of five tolerates two collapses and was 4.1-4.6 over each five consecutive
+    seeds of 1-7. Most of self-training's gain at 100 steps is batch-norm seeing the target batches: with
+    ``trade_off: 0`` (the pseudo-label term off) it scored 1.6-13.9 points higher on each of seeds 1-7.
+    """
+    seeds = (1, 2, 3, 4, 5)
+    gains = [_adapted(digits, name, seed=s)["acc"] - _adapted(digits, "source-only", seed=s)["acc"] for s in seeds]
+    assert float(np.median(gains)) > 0.02, (name, gains)
 
 
 @pytest.mark.slow
