@@ -42,14 +42,15 @@ def test_freeze_unfreeze(animals):
     first, unfrozen = clf.history_[0], clf.history_[1]
     assert first["val_accuracy"] >= 0.6  # the head alone, on frozen pretrained features, already works
     # What tells the fix (batch-norm statistics re-estimated on the target before the head phase) from the defect
-    # (the source's statistics) on every seed is the training loss at unfreezing, not the accuracy: the defect's
-    # test accuracy spreads over seeds up to the fix's (seeds 0-2, AMD EPYC: 0.775 / 0.804 / 0.869 against 0.909 /
-    # 0.882 / 0.892; Intel Xeon with AMX: 0.834 on seed 0 against 0.899 / 0.873 / 0.880 on seeds 0-2), while its
-    # loss rises when the backbone unfreezes under a head fitted to features that then shift (epoch 1 -> 2, seed 0:
-    # 1.33 -> 1.50 on both CPUs) and the fix's falls by 0.5-0.7 (1.63 -> 0.98, 1.53 -> 1.00, 1.58 -> 0.86).
-    # Measured with benchmarks/fine_tuning_strategies.py (this recipe); figures in BENCHMARKS.md.
-    assert unfrozen["train_loss"] < first["train_loss"] - 0.25, (first["train_loss"], unfrozen["train_loss"])
-    assert clf.evaluate(animals.test)["accuracy"] >= 0.85  # the lowest of the fix's six seeds above is 0.873
+    # (the source's statistics) on every seed is the training loss at unfreezing, not the accuracy alone: the
+    # defect's test accuracy spreads over seeds up to the fix's (AMD EPYC, seeds 0-2: 0.775 / 0.804 / 0.869 against
+    # 0.909 / 0.882 / 0.892). Its training loss does not fall when the backbone unfreezes under a head fitted to
+    # features that then shift. Measured with benchmarks/fine_tuning_strategies.py (this recipe) on an Intel Xeon
+    # with AMX, epoch 1 -> 2 loss drop: fix 0.645 / 0.525 / 0.715 / 0.470 / 0.370 on seeds 0-4 (min 0.37), defect
+    # -0.171 / 0.002 / -0.206 on seeds 0-2 (max 0.002; AMD seed 0: -0.16); test accuracy: fix 0.899 / 0.873 / 0.880
+    # / 0.886 / 0.889 (mean 0.885, min 0.873), defect 0.834 / 0.818 / 0.823.
+    assert unfrozen["train_loss"] < first["train_loss"] - 0.2, (first["train_loss"], unfrozen["train_loss"])
+    assert clf.evaluate(animals.test)["accuracy"] >= 0.85  # the fix's lowest over seeds 0-4 on either CPU: 0.873
     source = build_backbone("mobilenet_v2.imagenet").state_dict()
     tuned = {k: v.cpu() for k, v in clf.model_.backbone.state_dict().items()}
     assert any(not torch.equal(source[k], tuned[k]) for k in source if k.endswith("weight"))  # then it unfroze
