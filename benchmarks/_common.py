@@ -1,5 +1,5 @@
-"""Helpers shared by the benchmark scripts: a Markdown table printer, a wall-clock timer, the ``--device`` choice and
-a timed method step."""
+"""Helpers shared by the benchmark scripts: a Markdown table printer, a wall-clock timer, the ``--device`` choice, the
+machine's description and a timed method step."""
 
 from __future__ import annotations
 
@@ -26,6 +26,31 @@ def pick_device(choice: str) -> Any:
 
     use_cuda = choice == "cuda" or (choice == "auto" and torch.cuda.is_available())
     return torch.device("cuda" if use_cuda else "cpu")
+
+
+def machine(device: Any = None) -> str:
+    """The hardware a figure was measured on: the GPU's name, or the CPU's model name, its AVX-512 and AMX support
+    and torch's thread count (seeded runs give other numbers on CPUs with other float kernels)."""
+    import platform
+
+    import torch
+
+    if device is not None and getattr(device, "type", device) == "cuda":
+        return torch.cuda.get_device_name()
+    model, flags = platform.processor() or "unknown CPU", set()
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    except OSError:
+        pass
+    avx512 = "AVX-512" if "avx512f" in flags else "no AVX-512"
+    amx = "AMX" if any(f.startswith("amx") for f in flags) else "no AMX"
+    return f"{model} ({avx512}, {amx}), {torch.get_num_threads()} torch threads"
 
 
 @contextmanager

@@ -1,4 +1,4 @@
-"""Run the transferkit CLI in a subprocess, the way a user does."""
+"""Run the transferkit CLI: in a subprocess, the way a user does, or in-process where a process proves nothing more."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,6 +21,24 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subpro
         [sys.executable, "-m", "transferkit.cli", *args], capture_output=True, text=True, cwd=cwd or ROOT,
         env=env, timeout=timeout,
     )
+
+
+def main_in_process(capsys: Any, *args: str) -> subprocess.CompletedProcess[str]:
+    """``transferkit.cli.main(args)`` in this process (milliseconds, not an interpreter start-up), its exit status
+    and captured output shaped like :func:`run_cli`'s, so :func:`assert_user_error` reads both.
+
+    ``capsys`` is pytest's fixture. Use :func:`run_cli` only where the real process is the point (the console
+    script's import path, a kill, a second process).
+    """
+    from transferkit.cli import main
+
+    capsys.readouterr()  # start from nothing captured
+    try:
+        code = main(list(args))
+    except SystemExit as e:  # argparse's own errors
+        code = e.code if isinstance(e.code, int) else 2
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["transferkit", *args], code, out, err)
 
 
 def assert_user_error(proc: subprocess.CompletedProcess[str], *fragments: str) -> str:

