@@ -117,9 +117,15 @@ def test_cache_false_keeps_no_head(blobs_images, fits, _own_cache: Path) -> None
     assert len(fits) == 2 and not (_own_cache / "heads").exists()
 
 
-def test_cache_clear_removes_the_heads(blobs_images, _own_cache: Path) -> None:
+def test_cache_list_shows_the_heads_and_clear_removes_them(blobs_images, _own_cache: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from transferkit.cli import main as cli_main
+
     _fit(_splits(blobs_images))
     cache = FeatureCache(_own_cache)
     assert len(cache.heads()) == 1
-    cache.clear()
+    assert cli_main(["cache", "list"]) == 0
+    assert "1 fitted heads" in capsys.readouterr().out
+    assert cli_main(["cache", "clear"]) == 0
+    assert "removed 3 cache entries" in capsys.readouterr().out  # train and val features (engine torch), the head
     assert cache.heads() == []
