@@ -313,3 +313,42 @@ def test_long_class_names_keep_both_ends():
     short = _short("a rather long class name number 12")
     assert len(short) <= 24 and short.startswith("a rather") and short.endswith("number 12")
     assert _short("cat") == "cat"
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_classification_metrics_equal_sklearn_bit_for_bit(seed: int) -> None:
+    """The numpy metrics are scikit-learn's: same numbers to the last bit, with absent classes, ties and top-k."""
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        f1_score,
+        precision_recall_fscore_support,
+        top_k_accuracy_score,
+    )
+
+    from transferkit.evaluate.metrics import classification_metrics
+
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(2, 12))
+    n = int(rng.integers(1, 300))
+    y = rng.integers(0, max(1, k - int(rng.integers(0, 2))), size=n)  # sometimes a class never occurs
+    logits = rng.normal(size=(n, k))
+    if seed % 3 == 0:
+        logits = np.round(logits)  # ties between scores
+    if seed % 4 == 1:
+        logits[:, -1] -= 50  # a class never predicted
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    classes = [f"c{i}" for i in range(k)]
+    m = classification_metrics(y, p, classes, top_k=(1, 2, 3, 5))
+    y_pred = p.argmax(1)
+    labels = np.arange(k)
+    assert m["accuracy"] == float(accuracy_score(y, y_pred))
+    assert m["macro_f1"] == float(f1_score(y, y_pred, average="macro", zero_division=0))
+    for t in (2, 3, 5):
+        if t < k:
+            assert m[f"top{t}_accuracy"] == float(top_k_accuracy_score(y, p, k=t, labels=labels))
+    prec, rec, f1, support = precision_recall_fscore_support(y, y_pred, labels=labels, zero_division=0)
+    for i, name in enumerate(classes):
+        assert m["per_class"][name] == {"precision": float(prec[i]), "recall": float(rec[i]), "f1": float(f1[i]),
+                                        "support": int(support[i])}
+    assert m["confusion_matrix"] == confusion_matrix(y, y_pred, labels=labels).tolist()

@@ -312,9 +312,9 @@ def _cache(args: argparse.Namespace) -> int:
     if args.action == "clear":
         print(f"removed {cache.clear()} cache entries from {cache.root}")
         return 0
-    rows, models = cache.entries(), cache.models()
+    rows, models, heads = cache.entries(), cache.models(), cache.heads()
     print(f"feature cache: {cache.root}")
-    if not rows and not models:
+    if not rows and not models and not heads:
         print("(empty)")
         return 0
     mb = lambda n: f"{n / 1e6:.1f}"  # noqa: E731
@@ -332,6 +332,9 @@ def _cache(args: argparse.Namespace) -> int:
         for m in models:
             print(f"{m['key'][:12]:12s}  {m['backbone']:28s} {str(m['image_size'] or '-'):>5s} "
                   f"{str(m['exporter'] or '-'):11s} {mb(m['bytes']):>8s}  {m['created'] or '-'}")
+    if heads:
+        print(f"\n{len(heads)} fitted heads ({mb(sum(h['bytes'] for h in heads))} MB; reused by a fit on the same "
+              "features, labels and settings)")
     return 0
 
 

@@ -1,9 +1,13 @@
 """Classification metrics computed from predicted class probabilities.
 
 One function, :func:`classification_metrics`, turns ``(y_true, proba)`` into a plain dict of Python numbers that the
-training loop logs every epoch, the report prints and ``metrics.json`` stores. Every number comes from scikit-learn
-(``zero_division=0``) so that the values mean exactly what their sklearn documentation says, and the inputs are
-validated here, at the boundary, so that a shape mix-up fails with a sentence instead of a silently wrong score.
+training loop logs every epoch, the report prints and ``metrics.json`` stores. Every number is scikit-learn's
+(``accuracy_score``, ``f1_score(average="macro")``, ``top_k_accuracy_score``, ``precision_recall_fscore_support``
+and ``confusion_matrix``, ``zero_division=0``), so the values mean exactly what their sklearn documentation says;
+they are computed here with numpy by the same arithmetic, in the same order (``tests/test_evaluate.py`` checks them
+bit for bit against sklearn), because importing ``sklearn.metrics`` costs about a second (scipy.stats and sparse),
+which was most of the start-up of a command that only scores predictions. The inputs are validated here, at the
+boundary, so that a shape mix-up fails with a sentence instead of a silently wrong score.
 """
 
 from __future__ import annotations
@@ -12,13 +16,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import (
-    accuracy_score,
-    confusion_matrix,
-    f1_score,
-    precision_recall_fscore_support,
-    top_k_accuracy_score,
-)
 
 __all__ = ["classification_metrics", "validate_predictions", "EPS"]
 
@@ -106,17 +103,17 @@ def classification_metrics(
     """
     y, p = validate_predictions(y_true, proba, classes)
     n, n_classes = p.shape
-    labels = np.arange(n_classes)
     ks = tuple(top_k)
     for k in ks:
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise ValueError(f"top_k values must be positive integers, got {k!r}")
 
     y_pred = p.argmax(axis=1)
-    out: dict[str, Any] = {
-        "accuracy": float(accuracy_score(y, y_pred)),
-        "macro_f1": float(f1_score(y, y_pred, average="macro", zero_division=0)),
-    }
+    cm = np.bincount(y * n_classes + y_pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+    out: dict[str, Any] = {"accuracy": float(np.average(y == y_pred))}
+    prec, rec, f1, support = _prf(cm)
+    present = (support > 0) | (cm.sum(axis=0) > 0)  # f1_score's labels: those in y_true or the predictions
+    out["macro_f1"] = float(np.sum(f1[present]) / np.sum(present.astype(np.float64)))
     for k in sorted(set(int(k) for k in ks)):
         if k >= n_classes:
             continue
@@ -124,13 +121,12 @@ def classification_metrics(
             # sklearn's top-k breaks ties differently from argmax; keep top-1 identical to `accuracy`.
             out["top1_accuracy"] = out["accuracy"]
         else:
-            out[f"top{k}_accuracy"] = float(top_k_accuracy_score(y, p, k=k, labels=labels))
+            out[f"top{k}_accuracy"] = _top_k_accuracy(y, p, k)
 
     p_true = np.clip(p[np.arange(n), y], EPS, 1.0)
     out["loss"] = float(-np.mean(np.log(p_true)))
     out["n"] = int(n)
 
-    prec, rec, f1, support = precision_recall_fscore_support(y, y_pred, labels=labels, zero_division=0)
     out["per_class"] = {
         str(name): {
             "precision": float(prec[i]),
@@ -140,6 +136,34 @@ def classification_metrics(
         }
         for i, name in enumerate(classes)
     }
-    cm = confusion_matrix(y, y_pred, labels=labels)
     out["confusion_matrix"] = [[int(v) for v in row] for row in cm]
     return out
+
+
+def _divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """``numerator / denominator`` in float64, 0 where the denominator is 0 (sklearn's ``zero_division=0``)."""
+    mask = denominator == 0
+    den = np.asarray(denominator, dtype=np.float64).copy()
+    den[mask] = 1
+    result = np.asarray(numerator, dtype=np.float64) / den
+    result[mask] = 0.0
+    return result
+
+
+def _prf(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-class precision, recall, F1 and support from the confusion matrix, as ``precision_recall_fscore_support``.
+
+    F1 is ``2 tp / (2 tp + fn + fp)`` written as sklearn writes it (``(1 + b2) tp / (b2 true + pred)``, b2 = 1).
+    """
+    tp = np.diag(cm).astype(np.int64)
+    pred, true = cm.sum(axis=0), cm.sum(axis=1)
+    precision, recall = _divide(tp, pred), _divide(tp, true)
+    f1 = _divide((1 + 1.0) * tp.astype(np.float64), 1.0 * true.astype(np.float64) + pred.astype(np.float64))
+    return precision, recall, f1, true
+
+
+def _top_k_accuracy(y: np.ndarray, p: np.ndarray, k: int) -> float:
+    """Share of rows whose true class is among the ``k`` highest scores, ties broken as ``top_k_accuracy_score``."""
+    sorted_pred = np.argsort(p, axis=1, kind="mergesort")[:, ::-1]
+    hits = (y == sorted_pred[:, :k].T).any(axis=0)
+    return float(np.average(hits))

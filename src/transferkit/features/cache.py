@@ -5,6 +5,8 @@ Layout under the root (``$TRANSFERKIT_CACHE_DIR``, else ``~/.cache/transferkit``
     features/<key>/features.npy   float32 (N, D), read back memory-mapped and read-only
     features/<key>/meta.json      what the entry is: backbone, layers, pooling, data, shape, time, key parts
     onnx/<key>/model.onnx         exported frozen backbones (keyed without the data), see ``onnx_export.py``
+    heads/<key>/head.npz          closed-form heads fitted on cached features (the probe's weights, bias), with
+    heads/<key>/meta.json         their record (the C path's scores); keyed by the features, labels and settings
     locks/<key>.lock              one lock file per key (``filelock``)
 
 Atomicity: an entry is written into a temporary directory ``.tmp-<key>-*`` next to where it belongs (same file
@@ -26,6 +28,7 @@ import shutil
 import tempfile
 import time
 import uuid
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,7 @@ from filelock import FileLock, Timeout
 from .keys import canonical_json, describe_spec, taps_of
 
 FEATURES_FILE = "features.npy"
+HEAD_FILE = "head.npz"
 META_FILE = "meta.json"
 CACHE_ENV = "TRANSFERKIT_CACHE_DIR"
 _TMP, _TRASH = ".tmp-", ".trash-"
@@ -94,6 +98,10 @@ class FeatureCache:
     def models_dir(self) -> Path:
         return self.root / "onnx"
 
+    @property
+    def heads_dir(self) -> Path:
+        return self.root / "heads"
+
     def key(self, parts: dict[str, Any]) -> str:
         """SHA-256 (hex) of the canonical JSON of ``parts``: equal parts, equal key."""
         return hashlib.sha256(canonical_json(parts).encode()).hexdigest()
@@ -128,6 +136,50 @@ class FeatureCache:
             return json.loads((self.entry_dir(key) / META_FILE).read_text())
         except (OSError, json.JSONDecodeError):
             return None
+
+    def get_head(self, key: str) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+        """The arrays and record of fitted head ``key``, or ``None`` when absent, unreadable or not that key's.
+
+        The arrays are read with ``allow_pickle=False`` (numeric arrays only); a damaged entry reads as ``None``,
+        so the caller fits again and :meth:`put_head` replaces it.
+        """
+        folder = self.heads_dir / key
+        try:
+            meta = json.loads((folder / META_FILE).read_text())
+            with np.load(folder / HEAD_FILE, allow_pickle=False) as z:
+                arrays = {name: z[name] for name in z.files}
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, json.JSONDecodeError):
+            return None
+        if not isinstance(meta, dict) or meta.get("key") != key:
+            return None
+        return arrays, meta
+
+    def put_head(self, key: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        """Publish fitted head ``key`` (numeric ``arrays`` as ``head.npz``, ``meta`` as JSON) atomically.
+
+        A damaged entry of the same key is replaced; writers of one key serialise on its lock (as features do).
+        """
+        with self.lock(key):
+            if (self.heads_dir / key).exists():
+                _remove_tree(self.heads_dir / key)
+            with self.staging(self.heads_dir, key) as tmp:
+                np.savez(tmp / HEAD_FILE, **{k: np.ascontiguousarray(v) for k, v in arrays.items()})
+                record = {**meta, "key": key, "created": now_iso()}
+                (tmp / META_FILE).write_text(json.dumps(record, indent=2) + "\n")
+
+    def heads(self) -> list[dict[str, Any]]:
+        """One row per fitted head: key, method, bytes, created."""
+        rows = []
+        if not self.heads_dir.is_dir():
+            return rows
+        for folder in self.heads_dir.iterdir():
+            if folder.name.startswith(".") or not folder.is_dir():
+                continue
+            meta = self.get_head(folder.name)
+            record = meta[1] if meta is not None else {}
+            rows.append({"key": folder.name, "method": record.get("method"), "bytes": _size(folder),
+                         "created": record.get("created")})
+        return sorted(rows, key=lambda r: (r["created"] or "", r["key"]))
 
     def entries(self) -> list[dict[str, Any]]:
         """One row per feature entry, oldest first: key, backbone, layers, pooling, n, dim, bytes, created, data."""
@@ -222,13 +274,13 @@ class FeatureCache:
         return _remove_tree(self.entry_dir(key))
 
     def clear(self) -> int:
-        """Remove every feature entry and exported model, and orphaned temporary directories.
+        """Remove every feature entry, exported model and fitted head, and orphaned temporary directories.
 
         A temporary directory whose key is locked belongs to a live writer and is left alone. Returns the number of
-        entries removed (feature sets plus exported models, i.e. what ``transferkit cache list`` showed).
+        entries removed (feature sets, exported models and fitted heads, i.e. what ``transferkit cache list`` showed).
         """
         removed = 0
-        for parent in (self.features_dir, self.models_dir):
+        for parent in (self.features_dir, self.models_dir, self.heads_dir):
             if not parent.is_dir():
                 continue
             for path in parent.iterdir():

@@ -36,11 +36,14 @@ import torch.nn.functional as F
 from ..config import ModelConfig, TrainConfig, param
 from ..data.base import Dataset
 from ..errors import ConfigError
+from ..features.cache import default_cache
 from ..model import TransferModel
+from ..version import __version__
 from .base import FitContext, FitResult, Method
 from .registry import register
 
 C_GRID = (0.01, 0.1, 1.0, 10.0)
+HEAD_FORMAT = "transferkit-probe-head/1"
 
 
 @dataclass
@@ -111,14 +114,23 @@ class Probe(FeatureHeadMethod):
     Params: ClassVar[type] = ProbeParams
 
     def fit_closed_form(self, ctx: FitContext, val: Dataset | None) -> FitResult:
-        """L-BFGS on the features (``ctx.train``, ``val``: tabular), C chosen on ``val``; the head is set in place."""
+        """L-BFGS on the features (``ctx.train``, ``val``: tabular), C chosen on ``val``; the head is set in place.
+
+        With ``cache: true`` the fitted head is kept in the feature cache (:func:`head_key`): a fit on the same
+        features, labels and settings reads it back instead of fitting again, with the same weights and record.
+        """
         t0 = time.perf_counter()
-        x_val = np.asarray(val.inputs) if val is not None and len(val) else None
-        history = self.fit_head(ctx.model, np.asarray(ctx.train.inputs), ctx.train, x_val, val, ctx)
+        model = ctx.model
+        key = head_key(self, ctx, val) if self.params.cache else None
+        history = _read_head(key, model.head[-1]) if key is not None else None
+        if history is None:
+            x_val = np.asarray(val.inputs) if val is not None and len(val) else None
+            history = self.fit_head(model, np.asarray(ctx.train.inputs), ctx.train, x_val, val, ctx)
+            if key is not None:
+                _write_head(key, model.head[-1], history, self.name)
         best = max(range(len(history)), key=lambda i: history[i]["_score"])
         for row in history:
             row.pop("_score")
-        model = ctx.model
         model.eval()
         return FitResult(
             history=history, best_epoch=best + 1, best_state=model.state_dict(), seconds=time.perf_counter() - t0,
@@ -170,6 +182,55 @@ class Probe(FeatureHeadMethod):
             linear.weight.copy_(torch.from_numpy(w_raw.astype(np.float32)))
             linear.bias.copy_(torch.from_numpy((b - w_raw @ mu).astype(np.float32)))
         return history
+
+
+def head_key(method: Method, ctx: FitContext, val: Dataset | None) -> dict[str, Any]:
+    """What a closed-form head fit depends on, and only that: the result is a pure function of these parts.
+
+    The training and validation features with their labels and classes (:meth:`Dataset.fingerprint` hashes their
+    bytes, so any change of backbone, weights, layers, preprocessing, data or labels gives other parts), the
+    method and its parameters, the seed, the monitor that picks C, the head, and the versions of transferkit,
+    scikit-learn and numpy that compute it.
+    """
+    from importlib.metadata import version
+
+    return {
+        "format": HEAD_FORMAT, "transferkit": __version__, "scikit-learn": version("scikit-learn"),
+        "numpy": np.__version__, "method": method.describe(), "seed": ctx.train_config.seed,
+        "monitor": ctx.train_config.monitor, "head": ctx.model.head_kind,
+        "train": ctx.train.fingerprint(), "val": val.fingerprint() if val is not None and len(val) else None,
+    }
+
+
+def _read_head(parts: dict[str, Any], linear: torch.nn.Linear) -> list[dict[str, Any]] | None:
+    """Set ``linear`` from the cached head of ``parts`` and return its history; ``None`` (nothing set) on a miss.
+
+    An entry whose arrays do not fit ``linear``, hold non-finite values, or whose history is not a list of rows
+    marking the chosen one is treated as a miss, so a damaged entry is fitted again (and replaced).
+    """
+    cache = default_cache()
+    found = cache.get_head(cache.key(parts))
+    if found is None:
+        return None
+    arrays, meta = found
+    w, b, history = arrays.get("weight"), arrays.get("bias"), meta.get("history")
+    if (w is None or b is None or w.dtype != np.float32 or b.dtype != np.float32
+            or tuple(w.shape) != tuple(linear.weight.shape) or tuple(b.shape) != tuple(linear.bias.shape)
+            or not (np.isfinite(w).all() and np.isfinite(b).all()) or not isinstance(history, list) or not history
+            or not all(isinstance(r, dict) and isinstance(r.get("_score"), float) for r in history)):
+        return None
+    with torch.no_grad():
+        linear.weight.copy_(torch.from_numpy(w))
+        linear.bias.copy_(torch.from_numpy(b))
+    return history
+
+
+def _write_head(parts: dict[str, Any], linear: torch.nn.Linear, history: list[dict[str, Any]], name: str) -> None:
+    """Keep the fitted ``linear`` head and its ``history`` in the feature cache under ``parts``."""
+    cache = default_cache()
+    arrays = {"weight": linear.weight.detach().cpu().numpy(), "bias": linear.bias.detach().cpu().numpy()}
+    rows = [{k: float(v) if isinstance(v, np.floating) else v for k, v in row.items()} for row in history]
+    cache.put_head(cache.key(parts), arrays, {"method": name, "key_parts": parts, "history": rows})
 
 
 def _full_coef(clf: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
