@@ -50,3 +50,16 @@ def assert_user_error(proc: subprocess.CompletedProcess[str], *fragments: str) -
     for f in fragments:
         assert f in errors[0], (f, errors[0])
     return errors[0]
+
+
+def image_folder(root: Path, classes: tuple[str, ...] = ("cat", "dog"), n: int = 6, size: int = 20) -> Path:
+    """``root/<class>/<i>.png``: ``n`` random RGB images per class (mechanics only, nothing to learn)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in classes:
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+    return root

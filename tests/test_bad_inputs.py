@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
 
+from tests.cli_helpers import image_folder
 from transferkit import TransferClassifier
 from transferkit.cli import main
 from transferkit.errors import TransferkitError
@@ -34,15 +34,6 @@ TINY = ["--backbone", "timm:test_resnet", "--set", "model.pretrained=false", "--
 
 
 # --- shared material ------------------------------------------------------------------------------------------
-def image_folder(root: Path, classes: tuple[str, ...] = ("cat", "dog"), n: int = 6, size: int = 20) -> Path:
-    rng = np.random.default_rng(0)
-    for c in classes:
-        (root / c).mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
-    return root
-
-
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished tiny run folder (image model, classes cat/dog)."""

@@ -9,20 +9,9 @@ from __future__ import annotations
 
 import pickle
 
-import numpy as np
 import pytest
-from PIL import Image
 
-from tests.cli_helpers import TINY, assert_user_error, main_in_process, run_cli
-
-
-def _image_folder(root, classes=("cat", "dog"), n=6, size=20):
-    rng = np.random.default_rng(0)
-    for c in classes:
-        (root / c).mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
-    return root
+from tests.cli_helpers import TINY, assert_user_error, image_folder, main_in_process, run_cli
 
 
 def test_help_is_fast_and_lists_commands():
@@ -46,7 +35,7 @@ def test_unknown_dataset_name(capsys):
 
 
 def test_empty_class_folder(tmp_path, capsys):
-    root = _image_folder(tmp_path / "imgs")
+    root = image_folder(tmp_path / "imgs")
     (root / "empty").mkdir()
     proc = main_in_process(capsys, "fit", "--data", str(root), *TINY, "--out", str(tmp_path / "run"))
     assert_user_error(proc, "empty")
@@ -54,7 +43,7 @@ def test_empty_class_folder(tmp_path, capsys):
 
 
 def test_single_class_dataset(tmp_path, capsys):
-    root = _image_folder(tmp_path / "imgs", classes=("only",))
+    root = image_folder(tmp_path / "imgs", classes=("only",))
     proc = main_in_process(capsys, "fit", "--data", str(root), *TINY, "--out", str(tmp_path / "run"))
     assert_user_error(proc, "class")
 
@@ -68,7 +57,7 @@ def test_csv_without_label_column(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_corrupt_empty_and_non_image_files_are_skipped_with_warning(tmp_path, capsys):
-    root = _image_folder(tmp_path / "imgs", n=8)
+    root = image_folder(tmp_path / "imgs", n=8)
     (root / "cat" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
     (root / "dog" / "empty.jpg").write_bytes(b"")
     (root / "dog" / "notes.txt").write_text("not an image")
@@ -85,7 +74,7 @@ def test_weights_of_wrong_shape(tmp_path, capsys):
 
     bad = tmp_path / "bad.safetensors"
     save_file({"conv1.weight": torch.zeros(3, 3, 1, 1)}, str(bad))
-    root = _image_folder(tmp_path / "imgs")
+    root = image_folder(tmp_path / "imgs")
     proc = main_in_process(capsys, "fit", "--data", str(root), *TINY, "--set", f"model.weights={bad}",
                            "--out", str(tmp_path / "r"))
     assert_user_error(proc, "shape")
@@ -105,7 +94,7 @@ def test_pickle_weights_refused_without_running(tmp_path, capsys):
     evil = tmp_path / "weights.pt"
     with open(evil, "wb") as fh:
         pickle.dump({"state_dict": _Evil(str(marker))}, fh)
-    root = _image_folder(tmp_path / "imgs")
+    root = image_folder(tmp_path / "imgs")
     proc = main_in_process(capsys, "fit", "--data", str(root), *TINY, "--set", f"model.weights={evil}",
                            "--out", str(tmp_path / "r"))
     assert_user_error(proc)

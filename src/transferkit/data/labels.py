@@ -37,6 +37,16 @@ def list_rows(rows: np.ndarray, what: str = "row", start: int = 0) -> str:
     return f"{what}s {', '.join(nums[:-1])} and {nums[-1]}"
 
 
+def _refuse_missing(s: Any, what: str) -> None:
+    """A DataError naming the rows whose label is missing (NaN, None or empty), if any."""
+    miss = missing_labels(s)
+    if miss.any():
+        raise DataError(
+            f"The {what} are missing (NaN, None or empty) at {list_rows(np.flatnonzero(miss))} (counting from 0); "
+            "drop those rows or fill in the labels."
+        )
+
+
 def encode_labels(values: Any, what: str) -> tuple[np.ndarray, list[str], list[Any]]:
     """Map label values to indices into a sorted class list: (indices, class names, original values).
 
@@ -47,12 +57,7 @@ def encode_labels(values: Any, what: str) -> tuple[np.ndarray, list[str], list[A
     import pandas as pd
 
     s = pd.Series(values)
-    miss = missing_labels(s)
-    if miss.any():
-        raise DataError(
-            f"The {what} are missing (NaN, None or empty) at {list_rows(np.flatnonzero(miss))} (counting from 0); "
-            "drop those rows or fill in the labels."
-        )
+    _refuse_missing(s, what)
     _check_not_regression(s, what)
     if pd.api.types.is_float_dtype(s) and len(s) and np.all(np.mod(s.to_numpy(), 1) == 0):
         s = s.astype(np.int64)
@@ -120,13 +125,7 @@ def labels_by_name(y: Any, classes: Sequence[str], name: str) -> np.ndarray:
     arr = np.asarray(getattr(y, "to_numpy", lambda: y)(), dtype=object)
     if arr.ndim != 1:
         raise DataError(f"Labels of '{name}' must be 1-D (one label per row), not of shape {arr.shape}.")
-    s = pd.Series(arr)
-    miss = missing_labels(s)
-    if miss.any():
-        raise DataError(
-            f"The labels of '{name}' are missing (NaN, None or empty) at {list_rows(np.flatnonzero(miss))} "
-            "(counting from 0); drop those rows or fill in the labels."
-        )
+    _refuse_missing(pd.Series(arr), f"labels of '{name}'")
     index = {c: i for i, c in enumerate(classes)}
     text = [_label_text(v, index) for v in arr]
     unknown = sorted(set(text) - set(index))
