@@ -50,11 +50,7 @@ VARIANTS: dict[str, dict[str, object]] = {
     "no-progress": {"progress": False},
     "non-deterministic": {"deterministic": False},
     "neither": {"progress": False, "deterministic": False},
-    # default settings with torch's fill of uninitialised memory off (it fills every new tensor with NaN while
-    # deterministic algorithms are on; determinism does not need it): what the deterministic default costs otherwise
-    "no-nan-fill": {},
 }
-NO_FILL = {"no-nan-fill"}
 
 
 def hand_written(x: torch.Tensor, y: torch.Tensor, classes: list[str], batch: int) -> float:
@@ -125,12 +121,7 @@ def main() -> None:
         hand_written(x, y, train.classes, args.batch)))]
     for name in args.variants:
         def run(name: str = name) -> None:
-            fill = torch.utils.deterministic.fill_uninitialized_memory
-            torch.utils.deterministic.fill_uninitialized_memory = name not in NO_FILL and fill
-            try:
-                speed, extra = toolkit(train, args.batch, VARIANTS[name])
-            finally:
-                torch.utils.deterministic.fill_uninitialized_memory = fill
+            speed, extra = toolkit(train, args.batch, VARIANTS[name])
             runs.setdefault(name, []).append(speed)
             outside.setdefault(name, []).append(extra)
         jobs.append((name, run))
@@ -142,7 +133,6 @@ def main() -> None:
     rows = [["hand-written loop (pre-made tensors)", "-", hand, _range(runs["hand-written"]), "-", 1.0]]
     for name in args.variants:
         label = "transferkit fit, " + (", ".join(f"{k}={v}" for k, v in VARIANTS[name].items()) or "default settings")
-        label += ", no NaN fill of new tensors" if name in NO_FILL else ""
         rows.append([label, _settings(VARIANTS[name]), max(runs[name]), _range(runs[name]),
                      f"{min(outside[name]):.2f}", max(runs[name]) / hand])
     print(f"MobileNetV2 fine-tuning at {IMAGE_SIZE} px, float32, {args.n} images, 1 epoch, batch {args.batch}, "
