@@ -28,3 +28,11 @@ def blobs_images() -> tuple[np.ndarray, np.ndarray]:
         r, col = [(0, 0), (0, 8), (8, 4)][c]
         x[i, r : r + 8, col : col + 8] = 220
     return x, y
+
+
+@pytest.fixture
+def own_cache(tmp_path, monkeypatch):  # noqa: ANN001, ANN201
+    """A feature cache of the test's own (``TRANSFERKIT_CACHE_DIR`` under tmp_path), for tests that count entries."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("TRANSFERKIT_CACHE_DIR", str(cache))
+    return cache

@@ -14,11 +14,7 @@ from transferkit.errors import ConfigError
 TINY = "module:tests.tiny:make_tiny"
 
 
-@pytest.fixture(autouse=True)
-def _own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("TRANSFERKIT_CACHE_DIR", str(cache))
-    return cache
+pytestmark = pytest.mark.usefixtures("own_cache")  # every test here reads and writes its own feature cache
 
 
 def _blobs(blobs_images: tuple[np.ndarray, np.ndarray], k: int = 3) -> Dataset:
@@ -91,7 +87,7 @@ def test_feature_method_config_errors_are_sentences(blobs_images) -> None:
 
 
 @pytest.mark.slow
-def test_probe_on_animal_mnist_caches_features_and_the_second_run_agrees(_own_cache: Path) -> None:
+def test_probe_on_animal_mnist_caches_features_and_the_second_run_agrees(own_cache: Path) -> None:
     """Real weights, real data: a good probe, and a second fit that reads every split from the cache."""
     from transferkit.config import DataConfig
     from transferkit.data import load_data
@@ -102,11 +98,11 @@ def test_probe_on_animal_mnist_caches_features_and_the_second_run_agrees(_own_ca
     params = dict(backbone="mobilenet_v2.imagenet", method="probe", image_size=128, progress=False)
     first = TransferClassifier(**params).fit(splits)
     acc1 = first.evaluate(splits.test)["accuracy"]
-    entries = FeatureCache(_own_cache).entries()
+    entries = FeatureCache(own_cache).entries()
     assert len(entries) == 3  # train, val, test
     second = TransferClassifier(**params).fit(splits)
     acc2 = second.evaluate(splits.test)["accuracy"]
-    assert len(FeatureCache(_own_cache).entries()) == 3  # nothing recomputed
+    assert len(FeatureCache(own_cache).entries()) == 3  # nothing recomputed
     assert acc1 == acc2 and acc1 >= 0.85
 
 

@@ -30,9 +30,7 @@ TINY = "module:tests.tiny:make_tiny"
 TAB = dict(backbone="mlp:2", pretrained=False, lr=0.05, batch_size=8, progress=False, schedule="constant")
 
 
-@pytest.fixture(autouse=True)
-def _own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TRANSFERKIT_CACHE_DIR", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("own_cache")  # every test here reads and writes its own feature cache
 
 
 @pytest.fixture

@@ -18,11 +18,7 @@ from transferkit.methods.feature_heads import Probe
 TINY = "module:tests.tiny:make_tiny"
 
 
-@pytest.fixture(autouse=True)
-def _own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("TRANSFERKIT_CACHE_DIR", str(cache))
-    return cache
+pytestmark = pytest.mark.usefixtures("own_cache")  # every test here reads and writes its own feature cache
 
 
 @pytest.fixture
@@ -51,12 +47,12 @@ def _fit(splits: Splits, **params: Any) -> TransferClassifier:
 
 
 def test_second_fit_reads_the_head_and_gives_identical_weights_record_and_metrics(blobs_images, fits,
-                                                                                   _own_cache: Path) -> None:
+                                                                                   own_cache: Path) -> None:
     splits = _splits(blobs_images)
     first = _fit(splits)
     second = _fit(splits)
     assert len(fits) == 1  # the second fit read the head back
-    assert len(FeatureCache(_own_cache).heads()) == 1
+    assert len(FeatureCache(own_cache).heads()) == 1
     s1, s2 = first.model_.state_dict(), second.model_.state_dict()
     assert s1.keys() == s2.keys()
     for name in s1:
@@ -90,10 +86,10 @@ def test_a_changed_label_or_setting_fits_again(blobs_images, fits, change: str) 
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "wrong shape", "bad record"])
-def test_a_damaged_entry_is_fitted_again_and_replaced(blobs_images, fits, _own_cache: Path, damage: str) -> None:
+def test_a_damaged_entry_is_fitted_again_and_replaced(blobs_images, fits, own_cache: Path, damage: str) -> None:
     splits = _splits(blobs_images)
     first = _fit(splits)
-    (entry,) = [p for p in (_own_cache / "heads").iterdir() if not p.name.startswith(".")]
+    (entry,) = [p for p in (own_cache / "heads").iterdir() if not p.name.startswith(".")]
     arrays = entry / "head.npz"
     if damage == "truncated":
         arrays.write_bytes(arrays.read_bytes()[:40])
@@ -110,19 +106,19 @@ def test_a_damaged_entry_is_fitted_again_and_replaced(blobs_images, fits, _own_c
     assert len(fits) == 2
 
 
-def test_cache_false_keeps_no_head(blobs_images, fits, _own_cache: Path) -> None:
+def test_cache_false_keeps_no_head(blobs_images, fits, own_cache: Path) -> None:
     splits = _splits(blobs_images)
     _fit(splits, cache=False)
     _fit(splits, cache=False)
-    assert len(fits) == 2 and not (_own_cache / "heads").exists()
+    assert len(fits) == 2 and not (own_cache / "heads").exists()
 
 
-def test_cache_list_shows_the_heads_and_clear_removes_them(blobs_images, _own_cache: Path,
+def test_cache_list_shows_the_heads_and_clear_removes_them(blobs_images, own_cache: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     from transferkit.cli import main as cli_main
 
     _fit(_splits(blobs_images))
-    cache = FeatureCache(_own_cache)
+    cache = FeatureCache(own_cache)
     assert len(cache.heads()) == 1
     assert cli_main(["cache", "list"]) == 0
     assert "1 fitted heads" in capsys.readouterr().out
