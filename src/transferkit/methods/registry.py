@@ -30,6 +30,7 @@ BUILTIN_METHODS: dict[str, str] = {
     "lora": "lora:LoRA",
     "bitfit": "bitfit:BitFit",
     "soft-targets": "soft_targets:SoftTargets",
+    "kd": "kd:KD",
     "source-only": "domain_baselines:SourceOnly",
     "target-oracle": "domain_baselines:TargetOracle",
     "dann": "dann:DANN",
