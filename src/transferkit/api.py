@@ -174,6 +174,9 @@ class TransferClassifier:
 
         model = self._fitted()
         params = self.get_params()
+        if isinstance(params.get("method_params"), dict):  # a Python object given as a parameter (a kd teacher, say)
+            params["method_params"] = {k: v if _jsonable(v) else f"<{type(v).__name__}>"
+                                       for k, v in params["method_params"].items()}
         save_model(model, folder, extra={"hyperparameters": params, "method": getattr(self, "method_", None)})
         return Path(folder)
 
@@ -245,3 +248,14 @@ def _inference_device() -> Any:
     import torch
 
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _jsonable(value: Any) -> bool:
+    """Whether ``value`` is plain JSON data (what a saved model's ``model.json`` may hold)."""
+    import json
+
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True

@@ -24,7 +24,17 @@ it knows them, the count otherwise). Two modes (``teacher_mode``):
   the label and the teacher's scores of its rows (same sampler, weights and sharding) and the loop needs no teacher.
   Any teacher kind works, and a text teacher with another tokenizer, or of another modality of the same examples.
   Mixup / cutmix are refused here: the teacher never saw the mixed example.
-* ``auto`` (default): online for a torch teacher whose inputs can be adapted, cached otherwise.
+* ``auto`` (default): online for a torch teacher whose inputs can be adapted (and no unlabelled rows), cached
+  otherwise.
+
+Unlabelled rows (cached mode): ``fit(..., extra={"unlabelled": rows})`` adds examples without labels that only the
+teacher labels (the usual way to distil a teacher trained on few labels: its outputs on every row it can see). Their
+label column is -1; the cross-entropy averages over the batch's labelled rows only, the distillation term over all:
+
+    L = (1 - a) * mean_{i labelled} CE_i + a * T^2 * mean_{i} KL_i
+
+The loop then trains on the labelled rows followed by the unlabelled ones, so ``ctx.sample_weights`` (which weigh the
+labelled rows only) do not apply.
 
 The teacher is held by the method (frozen, evaluation mode), never saved with the student.
 """
@@ -70,6 +80,23 @@ class KDParams(ScheduleParams):
     cache: bool = True  # cached mode: keep the teacher's outputs in the feature cache (False: compute every run)
 
 
+def concatenate(labelled: Dataset, unlabelled: Dataset) -> Dataset:
+    """The labelled rows followed by the unlabelled ones (label -1), as one data set of the labelled one's classes."""
+    if unlabelled.modality != labelled.modality:
+        raise ConfigError(f"The unlabelled rows are {unlabelled.modality} but the training data is "
+                          f"{labelled.modality}; give unlabelled rows of the same kind.")
+    a, b = labelled.inputs, unlabelled.inputs
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        if a.shape[1:] != b.shape[1:]:
+            raise ConfigError(f"The unlabelled rows have shape {b.shape[1:]} per example but the training data "
+                              f"{a.shape[1:]}; give rows of the same shape.")
+        inputs: Any = np.concatenate([a, b.astype(a.dtype, copy=False)])
+    else:
+        inputs = list(a) + list(b)
+    labels = np.concatenate([np.asarray(labelled.labels, dtype=np.int64), np.full(len(b), -1, dtype=np.int64)])
+    return Dataset(labelled.modality, inputs, labels, list(labelled.classes), labelled.name, {})
+
+
 @register
 class KD(RegularisedMethod):
     name: ClassVar[str] = "kd"
@@ -99,6 +126,9 @@ class KD(RegularisedMethod):
         teacher.check_student(list(student.classes), modality)
         mode = getattr(p, "teacher_mode", "online")
         problem = teacher.online_problem(student.preprocessing)
+        if "unlabelled" in ctx.extra:
+            problem = problem or ("Unlabelled rows are taught through the cached mode only; use teacher_mode: cached "
+                                  "or auto.")
         if mode == "auto":
             mode = "online" if problem is None else "cached"
         elif mode == "online" and problem is not None:
@@ -126,7 +156,17 @@ class KD(RegularisedMethod):
         self.teacher_record["seconds"] = round(time.perf_counter() - t0, 3)
         check_fit(teacher, list(ctx.model.classes), ctx.train.modality, outputs=int(z.shape[1]))
         labels = np.asarray(ctx.train.labels, dtype=np.float32).reshape(-1, 1)
-        return ctx.train.with_targets(np.concatenate([labels, z], axis=1))
+        unlabelled = ctx.extra.get("unlabelled")
+        if unlabelled is None:
+            return ctx.train.with_targets(np.concatenate([labels, z], axis=1))
+        z_u = teacher_outputs(teacher, unlabelled, cache=None if self.params.cache else False,
+                              batch_size=int(self.params.teacher_batch_size), progress=cfg.progress)
+        self.teacher_record["seconds"] = round(time.perf_counter() - t0, 3)
+        self.teacher_record["unlabelled_rows"] = len(unlabelled)
+        both = concatenate(ctx.train, unlabelled)
+        targets = np.concatenate([np.concatenate([labels, z], axis=1),
+                                  np.concatenate([np.full((len(unlabelled), 1), -1.0, np.float32), z_u], axis=1)])
+        return both.with_targets(targets)
 
     def setup(self, ctx: FitContext) -> None:
         super().setup(ctx)
@@ -145,11 +185,13 @@ class KD(RegularisedMethod):
         if y.ndim == 2 and y.shape[1] == self._num_classes + 1 and y.dtype.is_floating_point:  # cached targets
             y, z_teacher = y[:, 0].long(), y[:, 1:]
             logits = model(x)
+            known = y >= 0  # unlabelled rows (label -1) are taught by the teacher alone
+            ce = self.classification_loss(logits[known], y[known]) if bool(known.any()) else logits.sum() * 0.0
         else:
             x, y = self.mix((x, y))
             logits = model(x)
             z_teacher = self.teacher(self.teacher_input(x))
-        ce = self.classification_loss(logits, y)
+            ce = self.classification_loss(logits, y)
         a = self.params.alpha * self.strength()
         kd = distillation(logits, z_teacher, self.params.temperature)
         return StepOutput((1.0 - a) * ce + a * kd, logits)
