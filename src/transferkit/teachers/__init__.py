@@ -7,8 +7,9 @@ in the feature cache, keyed by the teacher's fingerprint and the data).
 
 from .base import Teacher, check_fit, convert_images, log_probabilities
 from .cached import teacher_outputs
+from .deploy import DistilledClassifier, distil_to_sklearn
 from .load import load_teacher
 from .torch_kinds import TorchTeacher
 
-__all__ = ["Teacher", "TorchTeacher", "check_fit", "convert_images", "load_teacher", "log_probabilities",
-           "teacher_outputs"]
+__all__ = ["DistilledClassifier", "Teacher", "TorchTeacher", "check_fit", "convert_images", "distil_to_sklearn",
+           "load_teacher", "log_probabilities", "teacher_outputs"]
