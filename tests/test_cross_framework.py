@@ -20,7 +20,7 @@ import pytest
 import torch
 from torch import nn
 
-from cli_helpers import ROOT, assert_user_error, main_in_process
+from tests.cli_helpers import ROOT, assert_user_error, main_in_process
 from transferkit.backbones import build_backbone, build_from_spec, check_blocks
 from transferkit.backbones import onnx_backbone as ob
 from transferkit.errors import BackboneError
@@ -231,7 +231,7 @@ def test_keras_imported_with_another_backend_is_refused_in_one_sentence(monkeypa
     fake = types.ModuleType("keras")
     fake.backend = types.SimpleNamespace(backend=lambda: "tensorflow")  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "keras", fake)
-    with pytest.raises(BackboneError, match="already imported with the 'tensorflow' backend in this process; start a new"):
+    with pytest.raises(BackboneError, match="imported with the 'tensorflow' backend in this process; start a new"):
         import_keras()
 
 

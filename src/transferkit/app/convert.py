@@ -108,7 +108,8 @@ def load_converted(path: str | Path) -> Any:
         meta = json.loads(spec_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise RunError(f"'{spec_path}' is not valid JSON; convert the model again.") from None
-    if not isinstance(meta, dict) or meta.get("format") != CONVERTED_FORMAT or not isinstance(meta.get("backbone"), dict):
+    ours = isinstance(meta, dict) and meta.get("format") == CONVERTED_FORMAT
+    if not ours or not isinstance(meta.get("backbone"), dict):
         raise RunError(f"'{spec_path}' was not written by transferkit convert; convert the model again.")
     bb = build_from_spec(meta["backbone"], source=f"The converted model '{spec_path}'")
     load_into(bb, load_state_dict(weights), strict=True, what="the converted model", source=str(weights))

@@ -112,7 +112,7 @@ def _take(x: Any, n: int) -> Any:
 def _file_mb(path: Path | None) -> float | None:
     if path is None or not path.is_file():
         return None
-    return round(path.stat().st_size / 1e6, 3)
+    return round(path.stat().st_size / 1e6, 6)
 
 
 def _teacher_file(spec: Any) -> Path | None:
@@ -182,7 +182,8 @@ def markdown_table(c: dict[str, Any]) -> str:
         ("accuracy (" + c["split"] + ")", cell(t["accuracy"], "{:.4f}"), cell(s["accuracy"], "{:.4f}"), "-"),
         ("parameters", cell(t["parameters"], "{:,}"), cell(s["parameters"], "{:,}"),
          ratio(s["parameters"], t["parameters"])),
-        ("file size (MB)", cell(t["size_mb"], "{:.3f}"), cell(s["size_mb"], "{:.3f}"), ratio(s["size_mb"], t["size_mb"])),
+        ("file size (MB)", cell(t["size_mb"], "{:.4g}"), cell(s["size_mb"], "{:.4g}"),
+         ratio(s["size_mb"], t["size_mb"])),
     ]
     for b in BATCHES:
         k = f"latency_ms_batch{b}"

@@ -64,10 +64,11 @@ def run_fit(cfg: RunConfig, *, resume: bool = False, after_write: AfterWrite | N
     if not is_main_process():
         return _fit_in(folder, cfg, resume=resume, main=False)  # rank 0 alone owns (locks, writes) the folder
     with folder.hold():
-        return _fit_in(folder, cfg, resume=resume, main=True)
+        return _fit_in(folder, cfg, resume=resume, main=True, after_write=after_write)
 
 
-def _fit_in(folder: Any, cfg: RunConfig, *, resume: bool, main: bool) -> RunResult:
+def _fit_in(folder: Any, cfg: RunConfig, *, resume: bool, main: bool, after_write: AfterWrite | None = None
+            ) -> RunResult:
     """The run itself, inside ``folder``'s lock on the main process (see :func:`run_fit`)."""
     from ..api import TransferClassifier
     from ..data import load_data

@@ -262,8 +262,9 @@ _FIELDS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "factory": {"target": (_STR, True)},
     "tap": {"backbone": (_DICT, True), "layers": (_LIST, False), "pooling": (_STR, False)},
     "fused": {"parts": (_LIST, True)},
-    "onnx": {"graph": (_STR, True), "stripped": (_LIST, False), "input_shape": (_LIST, True), "feature_dim": (_INT, True),
-             "preprocessing": (_DICT, True), "origin": (_STR, False), "source": (_STR, False), "sha256": (_STR, False),
+    "onnx": {"graph": (_STR, True), "stripped": (_LIST, False), "input_shape": (_LIST, True),
+             "feature_dim": (_INT, True), "preprocessing": (_DICT, True), "origin": (_STR, False),
+             "source": (_STR, False), "sha256": (_STR, False),
              "feature": (_STR, False), "parity": (_DICT, False)},
 }
 

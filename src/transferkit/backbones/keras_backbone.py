@@ -78,6 +78,10 @@ def load_keras_model(path: str | os.PathLike[str], *, what: str | None = None) -
         ) from None
 
 
+def _first(e: BaseException) -> str:
+    return str(e).splitlines()[0][:200] if str(e) else ""
+
+
 def export_onnx(model: Any, *, what: str) -> Any:
     """The Keras model exported by ``model.export(format="onnx")``, loaded as an ``onnx.ModelProto``."""
     with tempfile.TemporaryDirectory(prefix="transferkit-keras-") as tmp:
@@ -89,8 +93,8 @@ def export_onnx(model: Any, *, what: str) -> Any:
             model.export(str(dest), format="onnx", verbose=False)
         except Exception as e:  # noqa: BLE001 - export failures are layer-specific
             raise BackboneError(
-                f"Keras cannot export {what} to ONNX ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
-                "); use built-in layers, or give an ONNX file of the model as onnx:<file>."
+                f"Keras cannot export {what} to ONNX ({type(e).__name__}: {_first(e)}); "
+                "use built-in layers, or give an ONNX file of the model as onnx:<file>."
             ) from None
         return read_onnx(dest, what=what)
 

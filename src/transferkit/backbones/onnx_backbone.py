@@ -165,6 +165,10 @@ def _layout(shape: Sequence[int | None], shown: str) -> tuple[str, str, int | No
     )
 
 
+def _first(e: BaseException) -> str:
+    return str(e).splitlines()[0][:200] if str(e) else ""
+
+
 def convert_graph(model: Any) -> nn.Module:
     """``onnx2pytorch.ConvertModel`` of ``model`` with its read tensors made trainable (:func:`_make_trainable`)."""
     import onnx
@@ -178,8 +182,8 @@ def convert_graph(model: Any) -> nn.Module:
             module = ConvertModel(own)
     except Exception as e:  # noqa: BLE001 - unsupported operators and the like
         raise BackboneError(
-            f"onnx2pytorch cannot convert this ONNX graph ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
-            "); export it with standard operators (opset 13-20), or use it as a teacher (cached mode) instead."
+            f"onnx2pytorch cannot convert this ONNX graph ({type(e).__name__}: {_first(e)}); "
+            "export it with standard operators (opset 13-20), or use it as a teacher (cached mode) instead."
         ) from None
     _make_trainable(module)
     module.onnx_model = _without_weights(module.onnx_model)  # the forward pass reads only its nodes
@@ -237,7 +241,8 @@ def _strip(model: Any) -> tuple[Any, list[dict[str, Any]]]:
     kept, taken = [], []
     for t in slim.graph.initializer:
         n = int(np.prod(t.dims)) if len(t.dims) else 1
-        if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16) and n >= _STRIP_MIN:
+        floating = t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16)
+        if floating and n >= _STRIP_MIN:
             taken.append({"name": t.name, "dims": [int(d) for d in t.dims], "type": int(t.data_type)})
         else:
             kept.append(t)
