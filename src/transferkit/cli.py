@@ -7,6 +7,8 @@
     transferkit rank --data animal-mnist --backbones mobilenet_v2.imagenet,mobilenet_v2.imagenet@4,timm:resnet18~random
     transferkit compare CONFIG.yaml --methods source-only,dann,cdan --seeds 3 [--embedding tsne|pca|none]
     transferkit cache list | clear
+    transferkit convert model.onnx|model.keras --out model.safetensors [--data animal-mnist]
+    transferkit distil CONFIG.yaml [--set model.method_params.teacher=runs/teacher ...]
     transferkit datasets | backbones | methods
 
 Heavy libraries (torch, transformers) are imported only inside the commands, so ``--help`` answers at once. A user
@@ -118,6 +120,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("datasets", help="list the built-in offline data sets")
     sub.add_parser("backbones", help="list the built-in offline backbones and the hub prefixes")
     sub.add_parser("methods", help="list the transfer methods")
+    _add_convert_parser(sub)
+    _add_distil_parser(sub)
     return p
 
 
@@ -239,7 +243,10 @@ def _fit(args: argparse.Namespace) -> int:
     if cfg.data.name is None and cfg.data.path is None:
         cfg = apply_overrides(cfg, ["data.name=animal-mnist"])
     _output(cfg.out, "folder", what="run folder")
-    result = run_fit(cfg, resume=args.resume)
+    from .app.distil import side_by_side_hook, teacher_spec
+
+    hook = side_by_side_hook(cfg) if teacher_spec(cfg) is not None else None  # a teacher: distil's files too
+    result = run_fit(cfg, resume=args.resume, after_write=hook)
     if not result.metrics:
         return 0  # a non-zero rank of a multi-process launch: rank 0 reports
     from .evaluate import format_metrics_table
@@ -411,6 +418,68 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 _COMMANDS["compare"] = _compare
+
+
+# --- convert: a model of another framework as parity-checked PyTorch weights ----------------------------------------
+def _add_convert_parser(sub: typing.Any) -> None:
+    cv = sub.add_parser("convert", help="convert an ONNX or Keras model to PyTorch weights, parity-checked")
+    cv.add_argument("source", help="a .onnx or .keras file (optionally #<tensor> to cut at), or onnx:/keras: name")
+    cv.add_argument("--out", required=True, help="the .safetensors file to write (its .json spec goes beside it)")
+    cv.add_argument("--data", help="check parity on a real batch of this data set (default: a seeded batch)")
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from .app.convert import convert
+
+    _output(args.out, "file")
+    _output(str(Path(args.out).with_suffix(".json")), "file")
+    result = convert(args.source, args.out, data=args.data)
+    p = result.parity
+    print(f"parity: max abs diff {p['max_abs_diff']:.3g} (<= {p['tol']:g}) against "
+          + ", ".join(f"{k} {v:.3g}" for k, v in p.get("checks", {}).items()) + f" on a {p['batch']} batch of {p['n']}")
+    print(f"features: {result.feature_dim}; parameters: {result.parameters:,}")
+    print(f"wrote {result.weights} and {result.spec}")
+    return 0
+
+
+_COMMANDS["convert"] = _convert
+
+
+# --- distil: a run with a teacher, teacher and student side by side -------------------------------------------------
+def _add_distil_parser(sub: typing.Any) -> None:
+    d = sub.add_parser("distil", help="train a student from a teacher; report both side by side")
+    d.add_argument("config", help="a YAML run configuration whose method has a teacher (kd, soft-targets, ...)")
+    d.add_argument("--teacher", help="the teacher (sets model.method_params.teacher)")
+    d.add_argument("--out", help="the run folder to write")
+    d.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.epochs=3 (repeatable)")
+    d.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    d.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+
+
+def _distil(args: argparse.Namespace) -> int:
+    from .app.distil import run_distil
+    from .config import apply_overrides, load_yaml
+
+    cfg = load_yaml(args.config)
+    overrides: list[typing.Any] = list(args.overrides)
+    if args.teacher:
+        overrides.append(("model.method_params.teacher", args.teacher))
+    if args.out:
+        overrides.append(("out", args.out))
+    if args.overwrite:
+        overrides.append("overwrite=true")
+    cfg = apply_overrides(cfg, overrides)
+    _output(cfg.out, "folder", what="run folder")
+    result = run_distil(cfg, resume=args.resume)
+    if not result.run.metrics:
+        return 0
+    print(result.table)
+    print(f"run folder: {result.run.out}")
+    return 0
+
+
+_COMMANDS["distil"] = _distil
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

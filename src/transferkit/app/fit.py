@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,12 @@ def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-def run_fit(cfg: RunConfig, *, resume: bool = False) -> RunResult:
+#: ``after_write(work, est, splits, metrics) -> dict | None``: a command's own files, written into the partial run
+#: folder after the usual ones (so they appear atomically with it); its dict joins ``summary.json``. ``distil`` uses it.
+AfterWrite = Callable[[Path, Any, Any, dict[str, dict[str, Any]]], "dict[str, Any] | None"]
+
+
+def run_fit(cfg: RunConfig, *, resume: bool = False, after_write: AfterWrite | None = None) -> RunResult:
     """Train as ``cfg`` says and write the run folder atomically (see the module docstring).
 
     The run folder is locked for the whole run (a second run into it is refused), and everything that can be
@@ -58,10 +64,11 @@ def run_fit(cfg: RunConfig, *, resume: bool = False) -> RunResult:
     if not is_main_process():
         return _fit_in(folder, cfg, resume=resume, main=False)  # rank 0 alone owns (locks, writes) the folder
     with folder.hold():
-        return _fit_in(folder, cfg, resume=resume, main=True)
+        return _fit_in(folder, cfg, resume=resume, main=True, after_write=after_write)
 
 
-def _fit_in(folder: Any, cfg: RunConfig, *, resume: bool, main: bool) -> RunResult:
+def _fit_in(folder: Any, cfg: RunConfig, *, resume: bool, main: bool, after_write: AfterWrite | None = None
+            ) -> RunResult:
     """The run itself, inside ``folder``'s lock on the main process (see :func:`run_fit`)."""
     from ..api import TransferClassifier
     from ..data import load_data
@@ -92,6 +99,13 @@ def _fit_in(folder: Any, cfg: RunConfig, *, resume: bool, main: bool) -> RunResu
 
     metrics = _evaluate_splits(est, splits, target)
     summary = _write_run_files(work, est, metrics, cfg, sizes, t0)
+    if after_write is not None:
+        extra = after_write(work, est, splits, metrics)
+        if extra:
+            from ..io import write_json
+
+            summary.update(extra)
+            write_json(work / "summary.json", summary)
     out = folder.finalize()
     log(f"trained in {t_train:.0f} s; run folder: {out}")
     compact = {k: {m: v for m, v in d.items() if m != "confusion_matrix"} for k, d in metrics.items()}

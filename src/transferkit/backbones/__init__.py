@@ -9,7 +9,10 @@ Names:
 - ``torchvision:<model>`` (or ``tv:``), e.g. ``tv:resnet18``, ``torchvision:resnet50.IMAGENET1K_V1``;
 - ``timm:<model>``, e.g. ``timm:resnet18``, ``timm:resnet50.a1_in1k``;
 - ``hf:<hub id or local folder>``, e.g. ``hf:bert-base-uncased``, ``hf:/models/my-encoder``;
-- ``module:<package.module>:<function>``: your own model, a function returning a Backbone (e.g. a ModuleBackbone).
+- ``module:<package.module>:<function>``: your own model, a function returning a Backbone (e.g. a ModuleBackbone);
+- ``onnx:<file>`` / ``keras:<file>`` (optionally ``#<tensor>``): a model of another framework converted to a trainable
+  PyTorch module, cut before its classifier (or at the named tensor) and parity-checked against ONNX Runtime / Keras
+  before use (:mod:`.onnx_backbone`, :mod:`.keras_backbone`, :mod:`.parity`).
 
 Hub names download once for online users (and then work from the cache). Offline, a name whose weights are not
 cached fails at once with a :class:`~transferkit.errors.BackboneError` that says how to give a local file. A local
@@ -63,7 +66,7 @@ __all__ = [
     "list_backbones",
 ]
 
-PREFIXES = ("timm:", "torchvision:", "tv:", "hf:", "mlp:")
+PREFIXES = ("timm:", "torchvision:", "tv:", "hf:", "mlp:", "onnx:", "keras:")
 
 _PATTERNS = {
     "timm:<model>": "image, any timm model, e.g. timm:resnet18, timm:resnet50.a1_in1k (hub weights, cached offline)",
@@ -71,6 +74,8 @@ _PATTERNS = {
     "hf:<id or folder>": "text, any transformers encoder, e.g. hf:bert-base-uncased or hf:/path/to/folder",
     "module:<pkg.mod>:<fn>": "your own nn.Module: fn() returns a ModuleBackbone; add model.weights for a file",
     "mlp:<in>-<h1>-<h2>...": "tabular MLP (Linear+ReLU per hidden layer), random init, e.g. mlp:2-64-64, mlp:2",
+    "onnx:<file>[#<tensor>]": "an ONNX model converted to PyTorch (parity-checked), cut before its classifier",
+    "keras:<file>[#<tensor>]": "a Keras 3 .keras model (safe mode), exported to ONNX and converted (parity-checked)",
 }
 
 
@@ -126,6 +131,8 @@ def build_backbone(name: str, *, weights: str | None = None, pretrained: bool = 
         return HFBackbone(rest, pretrained=pretrained, weights=weights, display_name=name)
     if prefix == "module":
         return _from_factory(rest, weights, pretrained=pretrained)
+    if prefix in ("onnx", "keras"):
+        return _foreign(prefix, rest, weights, pretrained=pretrained, name=name)
     if prefix == "mlp":
         from .small_nets import mlp
 
@@ -136,6 +143,25 @@ def build_backbone(name: str, *, weights: str | None = None, pretrained: bool = 
             load_into(bb.model, load_state_dict(weights), strict=True, what=f"backbone '{name}'", source=weights)
         return bb
     raise _unknown(name)
+
+
+def _foreign(prefix: str, rest: str, weights: str | None, *, pretrained: bool, name: str) -> Backbone:
+    """``onnx:<file>[#<tensor>]`` and ``keras:<file>[#<tensor>]``: a model of another framework, converted to a
+    trainable module and parity-checked against its own runtime (:mod:`.onnx_backbone`, :mod:`.keras_backbone`)."""
+    from .onnx_backbone import OnnxBackbone, parse_onnx_name
+
+    path, tensor = parse_onnx_name(rest)
+    if prefix == "keras":
+        from .keras_backbone import keras_backbone
+
+        bb: Backbone = keras_backbone(path, feature=tensor, pretrained=pretrained, display_name=name)
+    else:
+        bb = OnnxBackbone(path, feature=tensor, pretrained=pretrained, display_name=name)
+    if weights is not None:
+        from .weights import load_into, load_state_dict
+
+        load_into(bb.model, load_state_dict(weights), strict=True, what=f"backbone '{name}'", source=weights)
+    return bb
 
 
 def _names(backbones: Sequence[str] | str) -> list[str]:
@@ -236,6 +262,10 @@ _FIELDS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "factory": {"target": (_STR, True)},
     "tap": {"backbone": (_DICT, True), "layers": (_LIST, False), "pooling": (_STR, False)},
     "fused": {"parts": (_LIST, True)},
+    "onnx": {"graph": (_STR, True), "stripped": (_LIST, False), "input_shape": (_LIST, True),
+             "feature_dim": (_INT, True), "preprocessing": (_DICT, True), "origin": (_STR, False),
+             "source": (_STR, False), "sha256": (_STR, False),
+             "feature": (_STR, False), "parity": (_DICT, False)},
 }
 
 
@@ -359,6 +389,10 @@ def _build_checked(spec: dict[str, Any], trust_code: bool) -> Backbone:
         return BowBackbone.from_spec(spec)
     if kind == "factory":
         return _from_factory(spec["target"], None)
+    if kind == "onnx":  # a converted ONNX/Keras graph, embedded as data (.onnx_backbone)
+        from .onnx_backbone import OnnxBackbone
+
+        return OnnxBackbone.from_spec(spec)
     if kind == "tap":  # layers of a backbone, pooled (.tapped)
         return TapBackbone(_build_checked(spec["backbone"], trust_code), spec.get("layers"), spec.get("pooling", "avg"))
     # "fused": several backbones concatenated (.fused); _check_fields admits no other type
