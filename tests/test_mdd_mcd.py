@@ -123,3 +123,67 @@ def test_mcd_heads_raise_the_discrepancy_and_the_features_lower_it(blobs_images)
         f = model0.backbone(x)
         expected = F.cross_entropy(model0.head(f), y) + F.cross_entropy(m0.second_head(f), y)
     assert out0.loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+# --- real data (slow): MNIST -> MNIST-M-style -----------------------------------------------------------------
+# One source-only digits-cnn (2 epochs on the 3,500 MNIST training digits, seed 0) is the shared start; source-only,
+# MDD and MCD then each take 3 epochs of the same source digits (batch 32, ~330 steps, AdamW at a constant 1e-3,
+# training seed s) from it, and are scored on the 1,000 MNIST-M-style test images. The adversarial games need a few
+# hundred steps: at 100 steps MDD (margin 4) was below source-only (42-52 % against 49-55 %).
+# Measured with this protocol (probe script, one torch thread, a loaded 2-core machine), target accuracy in %, seeds
+# 1 / 2 / 3 / 4: source-only 53.8 / 49.2 / 47.8 / 48.7; MCD 65.1 / 73.8 / 70.2 / 72.1 (gains 11.3 / 24.6 / 22.4 /
+# 23.4; with trade_off 0, i.e. only batch-norm seeing the target, it was 63.1 on seed 1 at ~440 steps against 74.0);
+# MDD (margin 2, the default) 74.0 / 82.5 / 73.6 / 79.2 (gains 20.2 / 33.3 / 25.8 / 30.5); margin 4 swung from -1.6 to
+# +25.4 (and collapsed to 26-34 % on two of five seeds at ~550 steps: see mdd.py). The test runs two seeds and asks
+# each for at least half of the smallest gain seen.
+ADAPT_EPOCHS, ADAPT_BATCH = 3, 32
+SEEDS = (1, 2)
+MIN_GAIN = {"mdd": 0.10, "mcd": 0.05}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from transferkit.backbones import build_backbone
+    from transferkit.config import DataConfig, ModelConfig, TrainConfig
+    from transferkit.data import load_data
+    from transferkit.methods import create_method
+    from transferkit.model import TransferModel
+    from transferkit.train.loop import fit as fit_loop
+    from transferkit.train.seeding import seed_everything
+
+    src, tgt = load_data(DataConfig(name="mnist")), load_data(DataConfig(name="mnist-m"))
+    seed_everything(0)
+    model = TransferModel(build_backbone("digits-cnn"), src.classes)
+    fit_loop(model, create_method("source-only"), src.train, None, ModelConfig(backbone="digits-cnn"),
+             TrainConfig(epochs=2, batch_size=64, lr=1e-3, head_lr_scale=1.0, seed=0, progress=False, device="cpu"))
+    return {"src": src, "tgt": tgt, "pretrained": model, "runs": {}}
+
+
+def _target_accuracy(digits, name: str, seed: int) -> float:
+    from transferkit.config import ModelConfig, TrainConfig
+    from transferkit.data.loaders import make_loader
+    from transferkit.methods import create_method
+    from transferkit.train.loop import fit as fit_loop
+
+    key = (name, seed)
+    if key not in digits["runs"]:
+        model = copy.deepcopy(digits["pretrained"])
+        src, tgt = digits["src"], digits["tgt"]
+        cfg = TrainConfig(epochs=ADAPT_EPOCHS, batch_size=ADAPT_BATCH, lr=1e-3, head_lr_scale=1.0,
+                          schedule="constant", warmup_fraction=0.0, seed=seed, progress=False, device="cpu")
+        fit_loop(model, create_method(name), src.train, None, ModelConfig(backbone="digits-cnn"), cfg,
+                 extra={"target": tgt.train.unlabelled()})
+        model.eval()
+        x, _ = next(iter(make_loader(tgt.test, model.preprocessing, image_size=28, train=False,
+                                     batch_size=len(tgt.test))))
+        with torch.no_grad():
+            digits["runs"][key] = float((model(x).argmax(1).numpy() == tgt.test.labels).mean())
+    return digits["runs"][key]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mdd", "mcd"])
+def test_mdd_and_mcd_beat_source_only_on_mnist_m(digits, name) -> None:
+    """On every seed the method's target accuracy is above source-only's (same seed, same steps) by MIN_GAIN."""
+    gains = [_target_accuracy(digits, name, s) - _target_accuracy(digits, "source-only", s) for s in SEEDS]
+    assert min(gains) > MIN_GAIN[name], (name, gains)

@@ -20,9 +20,12 @@ target unless it also disagrees on the source, which is what a small margin disp
 (``margin``) is the paper's ``exp(rho)``: a larger margin weighs the source agreement more (the theory's margin
 ``rho``); the main head gets no gradient from ``D`` (``argmax``).
 
-Defaults from the authors' code as kept in Transfer-Learning-Library: ``margin = 4``, ``trade_off = 1``, and a
-reversal coefficient that warms up from 0 to a ceiling of 0.1 (``lambda(p) = max_coeff * (2 / (1 + exp(-gamma p))
-- 1)``, the DANN schedule scaled; ``p`` the share of training done). ``h'`` is a fresh head of the model's own kind
+Defaults: ``trade_off = 1`` and a reversal coefficient that warms up from 0 to a ceiling of 0.1 (``lambda(p) =
+max_coeff * (2 / (1 + exp(-gamma p)) - 1)``, the DANN schedule scaled; ``p`` the share of training done), as in the
+authors' code kept in Transfer-Learning-Library; ``margin = 2`` by measurement rather than their 4 (also skada's):
+``digits-cnn`` on MNIST -> MNIST-M-style, 5 epochs of batch 32 (~550 steps, AdamW 1e-3) from a 2-epoch source
+model, target accuracy on seeds 3 / 1 / 2 / 4 / 5 was 34.1 / 76.7 / 67.3 / 26.5 / 75.7 % with margin 4 (two seeds
+collapsed below source-only's 43.7-50.8 %) and 83.9 / 80.9 / 80.6 / 83.4 / 83.2 % with margin 2. ``h'`` is a fresh head of the model's own kind
 (``model.head``: linear or MLP, the same hypothesis class as ``h``, as the theory needs), trained at the head's
 learning rate; predictions use ``h`` alone.
 
@@ -72,7 +75,7 @@ def margin_disparity_loss(z_s: torch.Tensor, z_adv_s: torch.Tensor, z_t: torch.T
 class MDDParams(AdaptationParams):
     """The margin, and the warm-up of the gradient reversal into the features."""
 
-    margin: float = field(default=4.0, metadata=param(gt=0))  # gamma = exp(rho): weight of the source agreement
+    margin: float = field(default=2.0, metadata=param(gt=0))  # gamma = exp(rho): weight of the source agreement
     gamma: float = field(default=10.0, metadata=param(ge=0))  # steepness of the reversal warm-up; 0: max_coeff always
     max_coeff: float = field(default=0.1, metadata=param(gt=0))  # the reversal coefficient's ceiling
 
