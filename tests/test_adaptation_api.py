@@ -26,15 +26,18 @@ def pair() -> tuple[Splits, Splits]:
 
 def test_fit_with_a_target_adds_the_validators_to_the_history(pair):
     src, tgt = pair
-    clf = TransferClassifier(epochs=2, **LOGREG).fit(src, target=tgt)
+    clf = TransferClassifier(epochs=2, iw_validators=True, **LOGREG).fit(src, target=tgt)
     assert len(clf.history_) == 2
     row = clf.history_[-1]
     assert VALIDATORS | {"target_accuracy", "val_accuracy"} <= set(row)
     assert 0 <= row["target_accuracy"] <= 1 and row["snd"] > 0 and 0 <= row["im"] <= np.log(2) + 1e-9
     assert clf.selection_ is None  # source_selection: none (the weights only feed the validators)
     # an unlabelled target gives every label-free validator but not the oracle
-    clf2 = TransferClassifier(epochs=1, **LOGREG).fit(src, target=tgt.train.unlabelled())
+    clf2 = TransferClassifier(epochs=1, iw_validators=True, **LOGREG).fit(src, target=tgt.train.unlabelled())
     assert VALIDATORS <= set(clf2.history_[0]) and "target_accuracy" not in clf2.history_[0]
+    # by default (the monitor reads none of them) the importance-weighted ones are not computed
+    clf3 = TransferClassifier(epochs=1, **LOGREG).fit(src, target=tgt)
+    assert {"snd", "im"} <= set(clf3.history_[0]) and not {"iw_val_accuracy", "dev_val_loss"} & set(clf3.history_[0])
 
 
 def test_monitor_snd_chooses_the_epoch_with_the_highest_snd(pair):

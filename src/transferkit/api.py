@@ -18,8 +18,9 @@ method without labels (``ctx.extra["target"]``); with ``target_labels_per_class=
 per class (``ctx.extra["target_labelled"]``); only a method that declares the need ``"target_oracle"`` (the
 ``target-oracle`` baseline) gets the labelled target training split. ``source_selection`` weighs or filters the
 source first (see :mod:`transferkit.adaptation.selection`), and the label-free validators of
-:mod:`transferkit.adaptation.validators` are computed every epoch (history columns ``iw_val_accuracy``,
-``iw_val_loss``, ``dev_val_loss``, ``snd``, ``im``, and ``target_accuracy`` when the target has labels), so
+:mod:`transferkit.adaptation.validators` are computed every epoch (history columns ``snd``, ``im``, and
+``target_accuracy`` when the target has labels; ``iw_val_accuracy``, ``iw_val_loss``, ``dev_val_loss`` when
+``monitor`` names one of them or ``iw_validators=True``, as they need a source-vs-target classifier), so
 ``monitor`` may name them.
 """
 

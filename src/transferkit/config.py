@@ -138,6 +138,8 @@ OFF_OR_POSITIVE = param(ge=0, says="0 (off) or positive")
 
 #: monitors that need target data (and, for the iw/dev ones, a source validation split)
 TARGET_MONITORS = ("iw_val_accuracy", "iw_val_loss", "dev_val_loss", "snd", "im", "target_accuracy")
+#: monitors read from importance weights of the source validation split (a cross-fitted source-vs-target classifier)
+IW_MONITORS = ("iw_val_accuracy", "iw_val_loss", "dev_val_loss")
 
 
 @dataclass
@@ -227,9 +229,19 @@ class TrainConfig:
     selection_on: str = field(default="auto", metadata=param(choices=("auto", "features", "inputs")))
     # 0: unsupervised; k > 0: k labelled target examples per class (seeded)
     target_labels_per_class: int = field(default=0, metadata=param(ge=0, says="0 (no target labels) or positive"))
+    # the importance-weighted validators (iw_val_accuracy, iw_val_loss, dev_val_loss) need a cross-fitted
+    # source-vs-target classifier (seconds to tens of seconds); null: only when train.monitor is one of them; true:
+    # always (what `transferkit compare` uses for its validator table); false: never
+    iw_validators: bool | None = None
 
     def check_together(self, section: str) -> None:
-        """The rule that relates two settings: TrAdaBoost learns from a few labelled target examples."""
+        """The rules that relate two settings: TrAdaBoost learns from a few labelled target examples; an
+        importance-weighted monitor needs the importance-weighted validators."""
+        if self.iw_validators is False and self.monitor in IW_MONITORS:
+            raise ConfigError(
+                f"'{section}.monitor' {self.monitor} is an importance-weighted validator but "
+                f"{section}.iw_validators is false; set it to true or null, or choose another monitor."
+            )
         if self.source_selection == "tradaboost" and self.target_labels_per_class == 0:
             raise ConfigError(
                 f"'{section}.source_selection' tradaboost needs a few labelled target examples; set "

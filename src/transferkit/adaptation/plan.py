@@ -8,19 +8,27 @@ training split as ``"target_oracle"`` only to a method that declares that need),
 :mod:`transferkit.adaptation.selection`), and the label-free validators computed every epoch
 (:func:`~transferkit.adaptation.validators.make_scorers`).
 
+The importance-weighted validators (``iw_val_accuracy``, ``iw_val_loss``, ``dev_val_loss``) read the weights of the
+source validation split from a cross-fitted source-vs-target classifier, which costs seconds to tens of seconds
+(frozen features of both domains, five folds). It is fitted only when something reads it: a source selection, an
+importance-weighted ``train.monitor``, or ``train.iw_validators: true`` (``transferkit compare`` sets it for its
+validator table); otherwise the history has ``snd`` and ``im`` but no importance-weighted columns. The plan records
+what the fit cost (``selection_seconds``; the run's ``summary.json`` has it as ``domain_classifier_seconds``).
+
 It knows no method: the pipeline passes what it needs to know of one (its name, its ``needs``, whether it fits on
 frozen features) as plain values.
 """
 
 from __future__ import annotations
 
+import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ..config import TARGET_MONITORS, TrainConfig
+from ..config import IW_MONITORS, TARGET_MONITORS, TrainConfig
 from ..data.base import Dataset, Splits
 from ..data.coerce import as_splits, concat, remap_labels
 from ..errors import ConfigError, DataError
@@ -54,6 +62,7 @@ class AdaptationPlan:
     sample_weights: np.ndarray | None = None
     scorers: dict[str, Any] = field(default_factory=dict)
     selection: Any = None  # the SourceSelection when train.source_selection is not "none"
+    selection_seconds: float | None = None  # what fitting the source-vs-target classifier cost; None: not fitted
 
 
 def check_settings(cfg: TrainConfig, target: Splits | None, val: Dataset | None, *, method: str,
@@ -145,8 +154,11 @@ def plan_adaptation(
                             "set it to 0.")
         labelled = subsample_train(t_train, per_class=cfg.target_labels_per_class, seed=cfg.seed)
         extra["target_labelled"] = labelled
+    t0 = time.perf_counter()
     selection = _select(train, val, t_train, labelled, cfg, model)
-    plan = AdaptationPlan(train, extra, selection=selection if cfg.source_selection != "none" else None)
+    seconds = time.perf_counter() - t0 if selection is not None else None
+    plan = AdaptationPlan(train, extra, selection=selection if cfg.source_selection != "none" else None,
+                          selection_seconds=seconds)
     _apply_selection(plan, selection, labelled, cfg)
     if plan.sample_weights is not None and not takes_weights:
         warnings.warn(f"Method '{method}' fits its head on cached features and takes no sample weights; "
@@ -155,12 +167,19 @@ def plan_adaptation(
     return plan
 
 
+def wants_iw_validators(cfg: TrainConfig) -> bool:
+    """Whether the fit computes the importance-weighted validators: ``train.iw_validators``, or when it is unset
+    (``None``), whether ``train.monitor`` is one of them."""
+    return cfg.iw_validators if cfg.iw_validators is not None else cfg.monitor in IW_MONITORS
+
+
 def _select(train: Dataset, val: Dataset | None, t_train: Dataset, labelled: Dataset | None, cfg: TrainConfig,
             model: Any) -> Any:
-    """The source selection (also needed, as importance weights of the validation split, by the validators)."""
+    """The source selection: for ``train.source_selection``, or (as importance weights of the validation split) for
+    the importance-weighted validators when they are wanted; ``None`` when nothing reads it."""
     from .selection import select_source
 
-    if cfg.source_selection == "none" and (val is None or len(val) == 0):
+    if cfg.source_selection == "none" and (val is None or len(val) == 0 or not wants_iw_validators(cfg)):
         return None
     mode = "weight" if cfg.source_selection == "none" else cfg.source_selection
     return select_source(

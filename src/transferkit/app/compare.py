@@ -127,6 +127,8 @@ def _compare_in(folder: Any, cfg: RunConfig, methods: list[str], seeds: list[int
         _log("note: the target has no labelled test split, so target accuracy cannot be reported")
     work = folder.start(config)
     base_params = {**dataclasses.asdict(cfg.model), **dataclasses.asdict(cfg.train), "progress": False}
+    if base_params.get("iw_validators") is None:  # the validator table reads them (unless the config says false)
+        base_params["iw_validators"] = True
 
     runs: list[dict[str, Any]] = []
     panels: list[dict[str, Any]] = []

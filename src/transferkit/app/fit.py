@@ -5,8 +5,10 @@ least accuracy and macro_f1; with a labelled ``target:`` also ``"target_val"`` /
 ``history.json`` and ``history.csv`` (per epoch), ``confusion_matrix.png`` and ``confusion_matrix.json`` (on the
 source test split, else val), ``learning_curves.png``, ``model.safetensors`` + ``model.json``
 (enough to rebuild the model with no training config) and ``summary.json`` (timings, parameter counts, method, and
-with ``train.source_selection`` the selection's diagnostics). With a target, the history also holds the label-free
-validators of every epoch (see :mod:`transferkit.adaptation.validators`).
+with ``train.source_selection`` the selection's diagnostics; ``domain_classifier_seconds`` when the source-vs-target
+classifier was fitted). With a target, the history also holds the label-free validators of every epoch (see
+:mod:`transferkit.adaptation.validators`; the importance-weighted ones only when something reads them, see
+:mod:`transferkit.adaptation.plan`).
 
 Launched in several processes (``torchrun ... -m transferkit fit``, or any launcher that sets ``RANK``), every
 process trains (the gradient exchange needs them all) but only rank 0 logs, evaluates and writes the run folder; the
@@ -156,6 +158,8 @@ def _write_run_files(work: Path, est: Any, metrics: dict[str, dict[str, Any]], c
     }
     if getattr(est, "selection_", None) is not None:
         summary["selection"] = est.selection_.summary()
+    if "domain_classifier_seconds" in fr.extra:  # the source-vs-target classifier ran (selection, iw validators)
+        summary["domain_classifier_seconds"] = round(fr.extra["domain_classifier_seconds"], 2)
     write_json(work / "summary.json", summary)
     return summary
 

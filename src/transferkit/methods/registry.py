@@ -39,6 +39,8 @@ BUILTIN_METHODS: dict[str, str] = {
     "dan": "dan:DAN",
     "coral": "coral:CORAL",
     "mcc": "mcc:MCC",
+    "mdd": "mdd:MDD",
+    "mcd": "mcd:MCD",
     "self-training": "self_training:SelfTraining",
 }
 

@@ -44,6 +44,7 @@ class PreparedFit:
     selection: Any
     model_config: ModelConfig
     train_config: TrainConfig
+    selection_seconds: float | None = None  # the source-vs-target classifier's cost; None: it was not fitted
 
     def describe(self, *, resume: bool = False) -> str:
         """What the fit will do, in a few words for the log (e.g. "training dann on resnet18 for 10 epochs")."""
@@ -111,6 +112,7 @@ class FitPipeline:
             extra_ds.update(plan.extra)
             prepared.train, prepared.sample_weights = plan.train, plan.sample_weights
             prepared.scorers, prepared.selection = plan.scorers, plan.selection
+            prepared.selection_seconds = plan.selection_seconds
         return prepared
 
     def run(self, p: PreparedFit, *, checkpoint_dir: str | Path | None = None, resume: bool = False) -> FittedModel:
@@ -133,6 +135,8 @@ class FitPipeline:
 
             result = run_loop(ctx, method, method.training_data(ctx))
         ctx.model.load_state_dict(result.best_state)
+        if p.selection_seconds is not None:
+            result.extra["domain_classifier_seconds"] = p.selection_seconds
         if stage is not None:
             stage.record(result, model)
         method.finish(model, result)

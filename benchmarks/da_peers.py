@@ -1,0 +1,174 @@
+"""DA against peers: transferkit's domain-adaptation methods and skada's deep ones side by side, on the same arrays.
+
+For each shifted pair (``--pairs source:target`` of built-in data sets), method and seed, both libraries train the
+same network (``digits-cnn`` features + a linear head, from the same seeded initialisation), with the same optimiser
+(AdamW, ``--lr``, constant rate), batch size and epochs, on the same labelled source training images and the same
+unlabelled target training images (target rows get label -1 for skada), and are scored on the same labelled target
+test images at the last epoch. The table gives target accuracy mean +- std over seeds, the paired gain over each
+library's own source-only run with the same seed (the baseline, measured in the same run), and the time per
+training step as a ratio to that library's source-only step.
+
+skada's deep module (``skada.deep``: DANN, CDAN, DAN, DeepCORAL, MCC, MDD; no MCD) needs ``skorch``; when it does not
+import, the peer columns say so and only transferkit's rows are measured. transferkit's ``mcd`` has no skada
+counterpart.
+
+    .venv/bin/python benchmarks/da_peers.py                                    # mnist -> mnist-m, 5 seeds, 10 epochs
+    .venv/bin/python benchmarks/da_peers.py --seeds 2 --epochs 2 --methods dann,mdd,mcd
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+
+from _common import machine, table
+
+#: transferkit method -> skada.deep factory name (None: skada has none)
+PEERS: dict[str, str | None] = {"source-only": "SourceOnly", "dann": "DANN", "cdan": "CDAN", "dan": "DAN",
+                                "coral": "DeepCoral", "mcc": "MCC", "mdd": "MDD", "mcd": None}
+
+
+def skada_status() -> str | None:
+    """``None`` when ``skada.deep`` imports; otherwise why not, in a few words for the table."""
+    try:
+        import skorch  # noqa: F401
+    except ImportError:
+        return "skorch not installed"
+    try:
+        import skada.deep  # noqa: F401
+    except ImportError as err:
+        return f"skada.deep: {err}"
+    return None
+
+
+def transferkit_run(method: str, src: Any, tgt: Any, seed: int, args: argparse.Namespace) -> dict[str, float]:
+    """Target test accuracy and seconds per training step of one transferkit fit."""
+    from transferkit import TransferClassifier
+
+    est = TransferClassifier(backbone="digits-cnn", method=method, image_size=28, epochs=args.epochs,
+                             batch_size=args.batch_size, lr=args.lr, head_lr_scale=1.0, optimizer="adamw",
+                             schedule="constant", warmup_fraction=0.0, monitor="last", seed=seed, progress=False,
+                             device="cpu")
+    est.fit(src, target=tgt.train.unlabelled())
+    steps = args.epochs * (len(src.train) // args.batch_size)
+    return {"acc": est.evaluate(tgt.test)["accuracy"], "step": est.fit_result_.seconds / max(1, steps)}
+
+
+def _arrays(ds: Any) -> np.ndarray:
+    """The model's own preprocessing of ``ds`` as one float array (what both libraries train on)."""
+    from transferkit.backbones import build_backbone
+    from transferkit.data.loaders import make_loader
+
+    pre = build_backbone("digits-cnn").preprocessing
+    x, _ = next(iter(make_loader(ds, pre, image_size=28, train=False, batch_size=len(ds))))
+    return x.numpy().astype(np.float32)
+
+
+def skada_run(method: str, src: Any, tgt: Any, seed: int, args: argparse.Namespace) -> dict[str, float]:
+    """The same fit through ``skada.deep`` (skorch): same network, optimiser, batch size, epochs, data."""
+    import skada.deep as sd
+    import torch
+    from torch import nn
+
+    from transferkit.backbones import build_backbone
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(seed)
+            self.features = build_backbone("digits-cnn")
+            self.head = nn.Linear(self.features.feature_dim, len(src.classes))
+
+        def forward(self, x: torch.Tensor, sample_weight: Any = None) -> torch.Tensor:
+            return self.head(self.features(x))
+
+    xs, xt = _arrays(src.train), _arrays(tgt.train)
+    x = np.concatenate([xs, xt])
+    y = np.concatenate([src.train.labels, -np.ones(len(xt), dtype=np.int64)])
+    domain = np.concatenate([np.ones(len(xs), dtype=np.int64), -2 * np.ones(len(xt), dtype=np.int64)])
+    factory = getattr(sd, PEERS[method])
+    kwargs: dict[str, Any] = dict(layer_name="features", batch_size=args.batch_size, max_epochs=args.epochs,
+                                  train_split=False, optimizer=torch.optim.AdamW, lr=args.lr, verbose=0)
+    if method in ("dann", "cdan", "mdd"):
+        kwargs["num_features"] = 768
+    if method in ("cdan", "mdd"):
+        kwargs["n_classes"] = len(src.classes)
+    torch.manual_seed(seed)
+    net = factory(Net(), **kwargs)
+    t0 = time.perf_counter()
+    net.fit(x, y, sample_domain=domain)
+    seconds = time.perf_counter() - t0
+    xt_test = _arrays(tgt.test)
+    pred = net.predict(xt_test, sample_domain=-2 * np.ones(len(xt_test), dtype=np.int64))
+    steps = args.epochs * (len(xs) // args.batch_size)
+    return {"acc": float((np.asarray(pred) == tgt.test.labels).mean()), "step": seconds / max(1, steps)}
+
+
+def _cell(values: list[float]) -> str:
+    if not values:
+        return "-"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * statistics.fmean(values):.1f} ± {100 * sd:.1f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--pairs", default="mnist:mnist-m")
+    ap.add_argument("--methods", default="dann,cdan,dan,coral,mcc,mdd,mcd")
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: comparable step times)")
+    args = ap.parse_args()
+
+    import torch
+
+    from transferkit.config import DataConfig
+    from transferkit.data import load_data
+
+    torch.set_num_threads(args.threads)
+    peer = skada_status()
+    methods = ["source-only", *[m for m in args.methods.split(",") if m != "source-only"]]
+    seeds = list(range(args.seeds))
+    t_all = time.perf_counter()
+    for pair in args.pairs.split(","):
+        s_name, t_name = pair.split(":")
+        src, tgt = load_data(DataConfig(name=s_name)), load_data(DataConfig(name=t_name))
+        runs: dict[tuple[str, str], list[dict[str, float]]] = {}
+        for m in methods:
+            for seed in seeds:
+                runs.setdefault(("transferkit", m), []).append(transferkit_run(m, src, tgt, seed, args))
+                if peer is None and PEERS.get(m):
+                    try:
+                        runs.setdefault(("skada", m), []).append(skada_run(m, src, tgt, seed, args))
+                    except Exception as err:  # a peer failing is a table cell, not the end of the benchmark
+                        runs[("skada", m)] = []
+                        print(f"skada {m} seed {seed}: {type(err).__name__}: {err}")
+        rows = []
+        for m in methods:
+            row: list[object] = [m]
+            for lib in ("transferkit", "skada"):
+                r, base = runs.get((lib, m), []), runs.get((lib, "source-only"), [])
+                if lib == "skada" and (peer is not None or not PEERS.get(m)):
+                    row += [peer if PEERS.get(m) else "no such method", "", ""]
+                    continue
+                gains = [a["acc"] - b["acc"] for a, b in zip(r, base, strict=False)]
+                step = (statistics.fmean(a["step"] for a in r) / statistics.fmean(b["step"] for b in base)
+                        if r and base else float("nan"))
+                row += [_cell([a["acc"] for a in r]), _cell(gains) if m != "source-only" else "-", f"{step:.2f}x"]
+            rows.append(row)
+        print(f"\n{s_name} -> {t_name}: digits-cnn + linear head, AdamW lr {args.lr} constant, batch "
+              f"{args.batch_size}, {args.epochs} epochs, last epoch, seeds {seeds}, {args.threads} thread(s); "
+              f"{machine()}")
+        print(table(["method", "transferkit target acc %", "gain vs own source-only", "step / source-only step",
+                     "skada target acc %", "gain vs own source-only", "step / source-only step"], rows))
+    print(f"\ntotal {time.perf_counter() - t_all:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
