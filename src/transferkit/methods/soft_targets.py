@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 
 from ..config import param
 from ..errors import ConfigError
@@ -47,61 +46,32 @@ class SoftTargetParams(ScheduleParams):
     trust_code: bool = False  # the teacher folder may name your own module: factory (a saved model is data)
 
 
-def _stats(pre: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    mean = torch.tensor(pre.mean if pre.mean is not None else (0.0, 0.0, 0.0), dtype=torch.float32)
-    std = torch.tensor(pre.std if pre.std is not None else (1.0, 1.0, 1.0), dtype=torch.float32)
-    return mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1)
-
-
 @register
 class SoftTargets(RegularisedMethod):
     name: ClassVar[str] = "soft-targets"
     summary: ClassVar[str] = "cross-entropy plus distillation of a saved teacher model's soft targets (KD)"
     Params: ClassVar[type] = SoftTargetParams
 
-    def __init__(self, params: Any | None = None) -> None:
-        super().__init__(params)
-        self._convert = "none"
-
     def setup(self, ctx: FitContext) -> None:
-        from ..model import load_model
+        from ..teachers import load_teacher
 
         super().setup(ctx)
-        teacher = load_model(self.params.teacher, trust_code=bool(self.params.trust_code))
         student = ctx.model
-        if list(teacher.classes) != list(student.classes):
-            raise ConfigError(
-                f"The teacher at '{self.params.teacher}' was trained on classes {teacher.classes[:5]} but the data "
-                f"has {student.classes[:5]}; give a teacher trained on the same label set, in the same order."
-            )
-        t_pre, s_pre = teacher.preprocessing, student.preprocessing
-        if t_pre.modality != s_pre.modality:
-            raise ConfigError(f"The teacher takes {t_pre.modality} inputs but the student {s_pre.modality}; "
-                              "give a teacher for the same kind of data.")
-        if t_pre.modality == "text" and (t_pre.tokenizer, t_pre.max_length) != (s_pre.tokenizer, s_pre.max_length):
-            raise ConfigError("A text teacher must use the student's tokenizer and max_length (the batch holds token "
-                              "ids); choose a teacher and student with the same tokenizer.")
-        if t_pre.modality == "image":
-            same = (teacher.image_size, t_pre.mean, t_pre.std) == (student.image_size, s_pre.mean, s_pre.std)
-            self._convert = "none" if same else "image"
-            s_mean, s_std = _stats(s_pre)
-            t_mean, t_std = _stats(t_pre)
-            self.register_buffer("_s_mean", s_mean, persistent=False)
-            self.register_buffer("_s_std", s_std, persistent=False)
-            self.register_buffer("_t_mean", t_mean, persistent=False)
-            self.register_buffer("_t_std", t_std, persistent=False)
-            self._t_size = int(teacher.image_size)
-        self.teacher = Frozen(teacher, copy_module=False)
+        teacher = load_teacher(self.params.teacher, trust_code=bool(self.params.trust_code))
+        if teacher.module is None:
+            raise ConfigError(f"Method 'soft-targets' needs a torch teacher (a saved transferkit model); use method "
+                              f"'kd' with teacher_mode: cached for the {teacher.kind} teacher '{teacher.name}'.")
+        teacher.check_student(list(student.classes), student.preprocessing.modality)
+        problem = teacher.online_problem(student.preprocessing)
+        if problem is not None:
+            raise ConfigError(problem)
+        self._teacher = teacher
+        self._student_pre, self._student_size = student.preprocessing, student.image_size
+        self.teacher = Frozen(teacher.module, copy_module=False)
 
     def teacher_input(self, x: Any) -> Any:
-        """The student's batch as the teacher expects it (see the module docstring)."""
-        if self._convert != "image":
-            return x
-        raw = x.float() * self._s_std + self._s_mean
-        if raw.shape[-1] != self._t_size or raw.shape[-2] != self._t_size:
-            raw = F.interpolate(raw, size=(self._t_size, self._t_size), mode="bilinear", align_corners=False,
-                                antialias=True)
-        return (raw - self._t_mean) / self._t_std
+        """The student's batch as the teacher expects it (:meth:`transferkit.teachers.Teacher.adapt_batch`)."""
+        return self._teacher.adapt_batch(x, self._student_pre, self._student_size)
 
     def training_step(self, model: TransferModel, batch: tuple[Any, torch.Tensor]) -> StepOutput:
         x, y = self.mix(batch)

@@ -1,0 +1,165 @@
+"""Torch teachers: a saved transferkit model (run folder or ``save()`` folder) or a catalog backbone with a head.
+
+Both become a :class:`~transferkit.model.TransferModel` in evaluation mode with frozen parameters, so they run online
+(on the student's own augmented batch, :meth:`TorchTeacher.adapt_batch`) as well as cached, and a feature method can
+tap ``teacher.module.backbone`` by module path (:mod:`transferkit.backbones.taps`).
+
+A catalog backbone takes its head from ``head``: a finished run folder / saved model (its head and classes; the head's
+input width must be the backbone's feature width), a ``.safetensors`` file with a linear head (``weight`` ``(C, D)``
+and ``bias`` ``(C,)``, or the ``head.1.weight`` / ``head.1.bias`` entries of a saved model), or, without ``head``, the
+backbone's own source classifier when it has one (the packaged ImageNet MobileNetV2's 1000 classes).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..backbones import build_backbone
+from ..data.base import Dataset
+from ..data.preprocessing import Preprocessing
+from ..errors import ConfigError, WeightsError
+from ..features.keys import weights_sha256
+from ..model import TransferModel, load_model, make_head
+from .base import Teacher, convert_images, sha256_text
+
+
+class TorchTeacher(Teacher):
+    """A frozen :class:`TransferModel` as a teacher (kind ``transferkit`` or ``catalog``)."""
+
+    def __init__(self, model: TransferModel, *, kind: str, name: str, known_classes: bool = True) -> None:
+        model.requires_grad_(False)
+        model.eval()
+        self.module = model
+        self.kind = kind
+        self.name = name
+        self.classes = list(model.classes) if known_classes else None
+        self.num_outputs = len(model.classes)
+        self.preprocessing = model.preprocessing
+        self.modality = model.preprocessing.modality
+        self.image_size = model.image_size
+
+    @property
+    def model(self) -> TransferModel:
+        assert isinstance(self.module, TransferModel)
+        return self.module
+
+    def fingerprint(self) -> str:
+        """Architecture spec, preprocessing, image size, classes and a SHA-256 of every weight tensor (recomputed each
+        call, so weights changed in place give a new fingerprint)."""
+        m = self.model
+        return sha256_text("torch-teacher/1", json.dumps(m.backbone.spec(), sort_keys=True, default=str),
+                           json.dumps(m.preprocessing.to_dict(), sort_keys=True, default=str), m.image_size,
+                           json.dumps(m.classes), m.head_kind, weights_sha256(m))
+
+    def outputs(self, ds: Dataset, *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        from ..train.inference import predict_logits
+
+        if self.modality != ds.modality:
+            raise ConfigError(f"The teacher '{self.name}' takes {self.modality} inputs but the data is {ds.modality}; "
+                              "give a teacher for the same kind of data.")
+        logits = predict_logits(self.model, ds, batch_size=batch_size, progress=progress)
+        return np.ascontiguousarray(logits, dtype=np.float32)
+
+    def online_problem(self, student_pre: Preprocessing) -> str | None:
+        """Why the student's batches cannot be fed to this teacher (one sentence), or ``None`` when they can."""
+        pre = self.preprocessing
+        assert pre is not None
+        if pre.modality != student_pre.modality:
+            return (f"The teacher '{self.name}' takes {pre.modality} inputs but the student {student_pre.modality}; "
+                    "use teacher_mode: cached with a teacher of the same examples, or a teacher of the same modality.")
+        if pre.modality == "text" and (pre.tokenizer, pre.max_length) != (student_pre.tokenizer,
+                                                                           student_pre.max_length):
+            return (f"The text teacher '{self.name}' uses another tokenizer or max_length than the student (the batch "
+                    "holds token ids); use teacher_mode: cached.")
+        return None
+
+    def adapt_batch(self, x: Any, student_pre: Preprocessing, student_image_size: int | None) -> Any:
+        """Images re-normalised and resized from the student's preprocessing to the teacher's; text as is when the
+        tokenizers match (else ConfigError: use the cached mode); tabular as is."""
+        problem = self.online_problem(student_pre)
+        if problem is not None:
+            raise ConfigError(problem)
+        if self.modality == "image":
+            assert self.preprocessing is not None
+            return convert_images(x, student_pre, student_image_size, self.preprocessing, self.image_size)
+        return x
+
+
+def from_folder(folder: str | Path, *, trust_code: bool = False) -> TorchTeacher:
+    """A saved transferkit model (or a finished run folder) as a teacher."""
+    model = load_model(folder, trust_code=trust_code)
+    return TorchTeacher(model, kind="transferkit", name=str(folder))
+
+
+def from_catalog(name: str, *, head: str | None = None, classes: list[str] | None = None,
+                 trust_code: bool = False) -> TorchTeacher:
+    """Catalog backbone ``name`` under ``head`` (see the module docstring)."""
+    backbone = build_backbone(name)
+    dim = backbone.feature_dim
+    known = True
+    if head is None:
+        src = backbone.source_head()
+        if src is None:
+            raise ConfigError(f"The backbone '{name}' has no classifier of its own; give the teacher a head "
+                              "(a run folder or a .safetensors linear head) trained on your classes.")
+        src_classes = backbone.source_classes() or classes
+        n_out = int(src.out_features) if hasattr(src, "out_features") else None
+        if src_classes is None:
+            known = False
+            src_classes = [str(i) for i in range(n_out or 0)]
+        model = TransferModel(backbone, list(src_classes))
+        model.head = src
+    elif Path(head).is_dir():
+        donor = load_model(head, trust_code=trust_code)
+        in_dim = _head_in_features(donor.head)
+        if in_dim != dim:
+            raise ConfigError(f"The head of '{head}' takes {in_dim}-d features but '{name}' gives {dim}-d; give a "
+                              "head trained on this backbone.")
+        model = TransferModel(backbone, list(donor.classes), head=donor.head_kind, head_hidden=donor.head_hidden)
+        model.head = donor.head
+    elif str(head).endswith(".safetensors"):
+        weight, bias = _linear_head(head)
+        if weight.shape[1] != dim:
+            raise ConfigError(f"The head '{head}' takes {weight.shape[1]}-d features but '{name}' gives {dim}-d; give "
+                              "a head trained on this backbone.")
+        n = int(weight.shape[0])
+        if classes is not None and len(classes) != n:
+            raise ConfigError(f"The head '{head}' has {n} outputs but {len(classes)} class names were given; give "
+                              "one name per output.")
+        known = classes is not None
+        model = TransferModel(backbone, list(classes) if classes is not None else [str(i) for i in range(n)])
+        lin = make_head("linear", dim, n)
+        lin[1].weight.data.copy_(weight)
+        lin[1].bias.data.copy_(bias)
+        model.head = lin
+    else:
+        raise ConfigError(f"The teacher head '{head}' is neither a model folder nor a .safetensors file; give one of "
+                          "those.")
+    return TorchTeacher(model, kind="catalog", name=name, known_classes=known)
+
+
+def _head_in_features(head: torch.nn.Module) -> int:
+    first = next(m for m in head.modules() if isinstance(m, torch.nn.Linear))
+    return int(first.in_features)
+
+
+def _linear_head(path: str) -> tuple[torch.Tensor, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not Path(path).is_file():
+        raise ConfigError(f"The teacher head file '{path}' does not exist; give the path of a .safetensors head.")
+    try:
+        state = load_file(path)
+    except (SafetensorError, OSError) as e:
+        raise WeightsError(f"'{path}' cannot be read as safetensors ({e}); save the head again.") from None
+    for w, b in (("weight", "bias"), ("head.1.weight", "head.1.bias"), ("1.weight", "1.bias")):
+        if w in state and b in state and state[w].ndim == 2 and state[b].shape == (state[w].shape[0],):
+            return state[w].float(), state[b].float()
+    raise WeightsError(f"'{path}' holds no linear head (tensors 'weight' (C, D) and 'bias' (C,)); save the head "
+                       "again.")
