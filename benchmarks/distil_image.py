@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, table  # noqa: E402
@@ -111,7 +112,9 @@ def main() -> None:
     ap.add_argument("--test-size", type=int, default=1000, help="test examples scored (a fixed seeded subsample)")
     ap.add_argument("--params", default="{}", help="JSON: method -> method_params to add")
     ap.add_argument("--results", default=None, help="JSON file that keeps finished runs (and skips them)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: robust on a shared, loaded machine)")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     extra = json.loads(args.params)
     methods = [m if m != "kd" or "kd" in method_names() else "soft-targets" for m in args.methods]
     t_start = time.perf_counter()

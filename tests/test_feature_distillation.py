@@ -245,3 +245,96 @@ def test_attention_refuses_pooled_layers() -> None:
     teacher = TransferModel(Flat(), CLASSES)
     with pytest.raises(ConfigError, match="Attention transfer compares spatial"):
         _setup("attention", _student(), {"teacher": teacher, "teacher_layers": ["pool"]})
+
+
+# --- real data: a MobileNetV2 teacher and a small CNN student on Animal-MNIST ---------------------------------------
+#: each method is checked on what it trains for, against the same student trained on labels alone (the twin): the
+#: student's tapped layer / outputs measured against the teacher's on held-out test images
+LAYERS = {"attention": {"student_layers": ["stage1"], "teacher_layers": ["features.6"]}}  # 12x12 vs 4x4 grids
+
+
+def _tapped(model: TransferModel, layers: list[str], ds) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Tapped outputs and logits of ``model`` (eval mode) on all of ``ds`` in one batch, its own preprocessing."""
+    from transferkit.backbones.taps import Taps, resolve_layers
+    from transferkit.data.loaders import make_loader
+
+    x, _ = next(iter(make_loader(ds, model.preprocessing, image_size=model.image_size, train=False,
+                                 batch_size=len(ds))))
+    model.eval()
+    paths = [p.path for p in resolve_layers(model.backbone, layers)]
+    with torch.no_grad(), Taps(model.backbone, paths) as taps:
+        logits = model(x)
+    return taps.in_order(), logits
+
+
+def _linear_cka(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Linear CKA (Kornblith et al. 2019) of two sets of per-example vectors: 1 when one is a rotation and scaling
+    of the other, near 0 when unrelated."""
+    from transferkit.methods.distil_losses import as_vector
+
+    x, y = as_vector(a).double(), as_vector(b).double()
+    x, y = x - x.mean(0), y - y.mean(0)
+    return float((x.T @ y).norm() ** 2 / ((x.T @ x).norm() * (y.T @ y).norm()))
+
+
+def _distance(name: str, student: TransferModel, teacher: TransferModel, params: dict, ds) -> float:
+    """How far the student is from the teacher by the measure its method optimises (lower is closer)."""
+    s_layers, t_layers = params.get("student_layers", ["stage2"]), params.get("teacher_layers", ["features.18"])
+    (s,), zs = _tapped(student, s_layers, ds)
+    (t,), zt = _tapped(teacher, t_layers, ds)
+    if name == "fitnets":  # the hint is a linear regression of the teacher's layer: 1 - linear CKA
+        return 1.0 - _linear_cka(s, t)
+    if name == "attention":
+        return float(attention_loss(s, t))
+    if name == "rkd":
+        return float(rkd_distance_loss(s, t) + 2.0 * rkd_angle_loss(s, t))
+    inter, intra = dist_losses(zs, zt)
+    return float(inter + intra)
+
+
+@pytest.fixture(scope="module")
+def animal_teacher(tmp_path_factory):  # noqa: ANN001, ANN201
+    """A MobileNetV2 (ImageNet) teacher with a linear head on 600 Animal-MNIST images at 32 px (about 0.76 test
+    accuracy), the 10-per-class training draw, the same digits-cnn student trained on labels alone, a test sample."""
+    from transferkit import TransferClassifier
+    from transferkit.config import DataConfig
+    from transferkit.data import load_data
+    from transferkit.data.sampling import subsample
+
+    full = load_data(DataConfig(name="animal-mnist", train_size=600, split_seed=0))
+    teacher = TransferClassifier(backbone="mobilenet_v2.imagenet", method="linear-probe", image_size=32, epochs=3,
+                                 batch_size=32, progress=False)
+    folder = tmp_path_factory.mktemp("teacher") / "teacher"
+    teacher.fit(full.train).save(folder)
+    shots = load_data(DataConfig(name="animal-mnist", per_class=10, split_seed=0)).train
+    twin = _student_fit("finetune", {}, shots)
+    return folder, teacher.model_, shots, twin, subsample(full.test, 200, seed=0)
+
+
+def _student_fit(method: str, params: dict, train):  # noqa: ANN001, ANN202
+    from transferkit import TransferClassifier
+
+    clf = TransferClassifier(backbone="digits-cnn", pretrained=False, method=method, method_params=params, epochs=8,
+                             batch_size=25, lr=3e-3, seed=0, progress=False, monitor="last", augment="light")
+    return clf.fit(train)
+
+
+#: the distilled student's distance must be below this share of the twin's. Measured with split and training seeds
+#: 0, 1, 2 (the test runs seed 0): fitnets 0.958 / 0.912 / 0.906, attention 0.26 / 0.34 / 0.37, rkd 0.43 / 0.53 /
+#: 0.51, dist 0.83 / 0.93 / 0.72; without the distillation term the ratio is 1 up to training noise
+RATIO = {"fitnets": 0.985, "attention": 0.6, "rkd": 0.75, "dist": 0.97}
+SETTINGS = {"dist": {"tau": 4.0, "beta": 2.0, "gamma": 2.0}}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["fitnets", "attention", "rkd", "dist"])
+def test_each_method_brings_the_student_closer_to_the_teacher_than_labels_alone(name: str, animal_teacher) -> None:
+    """Trained on the same 100 labelled images for the same 8 epochs, the distilled student is closer to the teacher
+    on 200 held-out images than the label-only twin, by the measure its method optimises (1 - linear CKA of the
+    hinted layer for fitnets; the attention, RKD and DIST distances), with a margin beyond the worst of 3 seeds."""
+    folder, teacher, shots, twin, test = animal_teacher
+    params = {"teacher": str(folder), **LAYERS.get(name, {}), **SETTINGS.get(name, {})}
+    student = _student_fit(name, params, shots)
+    ours = _distance(name, student.model_, teacher, params, test)
+    theirs = _distance(name, twin.model_, teacher, params, test)
+    assert ours < RATIO[name] * theirs, f"{name}: distance to the teacher {ours:.4f}, label-only twin {theirs:.4f}"

@@ -10,11 +10,13 @@ online, see :mod:`.feature_distil`). Widths may differ (the maps sum over channe
 brought to the teacher's grid before normalising (adaptive average pooling when it is at least as fine, bilinear
 interpolation otherwise). The paper writes the norm of the difference; the authors' code (and this) takes its square
 averaged over positions, which their ``beta = 1000`` is scaled for. Token maps ``(N, L, D)`` attend over tokens;
-pooled vectors have no positions and are refused. No parameters of its own.
+pooled vectors, and maps with a single position (the last stage of a deep network on small images: MobileNetV2's
+``features.18`` is 1x1 at 32 px), have constant attention and are refused. No parameters of its own.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -46,6 +48,11 @@ class AttentionTransfer(OnlineDistillation):
                     f"Attention transfer compares spatial (or token) maps, but layer pair {j} gives outputs of shapes "
                     f"{tuple(s)} (student) and {tuple(t)} (teacher); name convolutional stages (or transformer layers "
                     "on both sides) in model.method_params.student_layers and teacher_layers.")
+            if math.prod(t[2:] if len(t) == 4 else t[1:2]) == 1:
+                raise ConfigError(
+                    f"Attention transfer needs maps with more than one position, but the teacher's layer of pair {j} "
+                    f"is {tuple(t)} (a single position at this image size, so its attention map is constant); name "
+                    "an earlier teacher layer in model.method_params.teacher_layers or give the teacher larger images.")
 
     def distil_loss(self, s_maps: list[torch.Tensor], t_maps: list[torch.Tensor], logits: torch.Tensor,
                     t_logits: torch.Tensor) -> torch.Tensor:

@@ -14,9 +14,10 @@ with it (at the head's learning rate; not saved with the student):
 * token maps ``(N, L, D)``: the same with a linear layer on ``D`` (and the token axis resized);
 * vectors, or outputs of different kinds (a map and a vector: both averaged over their positions): a linear layer.
 
-MSE is the mean over elements, so ``beta`` does not depend on the layer sizes. The paper trains in two stages (hints
-first, then KD); here the hint is one term of a single loss from the first step (as torchdistill and most later work
-do), with the optional logit-KD term of the base class for the paper's second stage.
+MSE is the mean over elements, so ``beta`` does not depend on the layer sizes; the default ``beta = 100`` is the
+hint weight of Tian et al.'s (2020) distillation benchmark (RepDistiller), where the mean per element is small.
+The paper trains in two stages (hints first, then KD); here the hint is one term of a single loss from the first step
+(as torchdistill and most later work do), with the optional logit-KD term of the base class for the second stage.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from .registry import register
 
 @dataclass
 class FitNetsParams(LayerParams):
-    beta: float = field(default=1.0, metadata=param(ge=0))  # weight of the hint (MSE) term
+    beta: float = field(default=100.0, metadata=param(ge=0))  # weight of the hint (MSE) term
 
 
 def _width(shape: torch.Size) -> int:
