@@ -51,6 +51,8 @@ METHODS = ["finetune", "kd", "fitnets", "attention", "rkd", "dist"]
 PARAMS: dict[str, dict[str, Any]] = {
     "kd": {"alpha": 0.9, "temperature": 4.0},
     "soft-targets": {"alpha": 0.9, "temperature": 4.0},
+    "attention": {"student_layers": ["stage1"], "teacher_layers": ["features.6"]},  # the last stages are 1x1 / 2x2
+    "dist": {"tau": 4.0, "beta": 2.0, "gamma": 2.0},
 }
 
 
@@ -101,12 +103,12 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--methods", nargs="+", default=METHODS)
     ap.add_argument("--shots", type=int, default=20, help="labelled training images per class for the student")
-    ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--student", default="digits-cnn")
-    ap.add_argument("--student-size", type=int, default=32)
+    ap.add_argument("--student-size", type=int, default=28)
     ap.add_argument("--teacher-train", type=int, default=2000)
-    ap.add_argument("--teacher-size", type=int, default=64)
+    ap.add_argument("--teacher-size", type=int, default=32)
     ap.add_argument("--teacher-epochs", type=int, default=3)
     ap.add_argument("--teacher-dir", default=None, help="default: a folder in the temporary directory")
     ap.add_argument("--test-size", type=int, default=1000, help="test examples scored (a fixed seeded subsample)")

@@ -63,7 +63,21 @@ class Dataset:
         else:
             inputs = [self.inputs[i] for i in idx]
         labels = None if self.labels is None else self.labels[idx]
-        return Dataset(self.modality, inputs, labels, list(self.classes), name or self.name, dict(self.meta))
+        meta = dict(self.meta)
+        meta.pop("rows_of", None)  # a subset no longer has the rows of that data set
+        if meta.get("targets") is not None:
+            meta["targets"] = np.asarray(meta["targets"])[idx]
+        return Dataset(self.modality, inputs, labels, list(self.classes), name or self.name, meta)
+
+    def with_targets(self, targets: np.ndarray) -> Dataset:
+        """The same rows carrying per-row float ``targets`` ``(N, K)`` in ``meta["targets"]``: the loaders then yield
+        those rows as the batch's ``y`` instead of the labels (and the training loop weighs and shards them as it
+        would this data set's rows, ``meta["rows_of"]``)."""
+        t = np.ascontiguousarray(targets, dtype=np.float32)
+        if t.ndim != 2 or len(t) != len(self):
+            raise ValueError(f"targets must have shape ({len(self)}, K), not {t.shape}")
+        return Dataset(self.modality, self.inputs, self.labels, list(self.classes), self.name,
+                       {**self.meta, "targets": t, "rows_of": self})
 
     def unlabelled(self) -> Dataset:
         """The same inputs without labels (the target side of domain adaptation)."""

@@ -6,7 +6,10 @@ Every batch is ``(inputs, labels)``:
 * text: a dict of tensors from the backbone's tokenizer (``input_ids``, ``attention_mask``, ...);
 * tabular: float32 ``(N, F)``;
 
-and ``labels`` is an int64 ``(N,)`` tensor, all ``-1`` for unlabelled data.
+and ``labels`` is an int64 ``(N,)`` tensor, all ``-1`` for unlabelled data, or, when the data set carries per-row
+targets (``ds.meta["targets"]``: a float ``(N, K)`` array, see :meth:`Dataset.with_targets`), those rows as a float32
+``(N, K)`` tensor instead: the same sampler, weights and sharding pick them, so a method that trains on more than the
+label (a teacher's cached outputs, say) gets them with its batch without the loop knowing.
 
 Speed: the loader fetches whole batches (the sampler yields lists of indices, the dataset answers with a batch),
 so no per-example Python work happens where none is needed. For in-memory uint8 images without augmentation the
@@ -148,6 +151,12 @@ class EpochBatchSampler:
 
 
 def _labels_tensor(ds: Dataset) -> torch.Tensor:
+    targets = ds.meta.get("targets")
+    if targets is not None:
+        t = np.asarray(targets, dtype=np.float32)
+        if t.ndim != 2 or len(t) != len(ds):
+            raise DataError(f"The per-row targets of '{ds.name}' have shape {t.shape}; give one row per example.")
+        return torch.from_numpy(np.ascontiguousarray(t))
     if ds.labels is None:
         return torch.full((len(ds),), -1, dtype=torch.int64)
     return torch.from_numpy(np.ascontiguousarray(ds.labels, dtype=np.int64))

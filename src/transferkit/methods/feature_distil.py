@@ -60,7 +60,7 @@ class TeacherParams(ScheduleParams):
         "transferkit model (or run) trained on the same classes.")))
     # online | auto (both: the teacher runs on the student's batch); cached is refused (features need the module)
     teacher_mode: str = field(default="online", metadata=param(choices=TEACHER_MODES))
-    head: str | None = None  # for a catalog-backbone teacher: the head to put on it (see load_teacher)
+    teacher_head: str | None = None  # for a backbone-name teacher: a run folder or .safetensors linear head
     trust_code: bool = False  # the teacher folder may name your own module: factory (a saved model is data)
     alpha: float = field(default=0.0, metadata=param(ge=0))  # weight of the optional logit-KD term
     temperature: float = field(default=4.0, metadata=param(gt=0))  # T of the logit-KD term
@@ -106,7 +106,7 @@ class OnlineDistillation(RegularisedMethod):
                               "the student's batches; set model.method_params.teacher_mode to online, or use method "
                               "'kd' with teacher_mode: cached.")
         student = ctx.model
-        teacher = load_teacher(p.teacher, trust_code=bool(p.trust_code), classes=list(student.classes), head=p.head)
+        teacher = load_teacher(p.teacher, trust_code=bool(p.trust_code), classes=list(student.classes), head=p.teacher_head)
         if not teacher.supports_online() or teacher.module is None:
             raise ConfigError(f"Method '{self.name}' needs a PyTorch teacher that runs on the student's batches, and "
                               f"the {teacher.kind} teacher '{teacher.name}' is not one; use method 'kd' with "

@@ -30,6 +30,7 @@ BUILTIN_METHODS: dict[str, str] = {
     "lora": "lora:LoRA",
     "bitfit": "bitfit:BitFit",
     "soft-targets": "soft_targets:SoftTargets",
+    "kd": "kd:KD",
     "fitnets": "fitnets:FitNets",
     "attention": "attention_transfer:AttentionTransfer",
     "rkd": "rkd:RKD",

@@ -1,4 +1,4 @@
-"""Soft targets from a teacher (knowledge distillation, Hinton et al. 2015): learn the teacher's outputs too.
+"""Soft targets from a saved teacher model: ``kd`` (:mod:`.kd`) in its online mode, under its original name.
 
     L(w) = (1 - a(t)) * CE(y_hat, y) + a(t) * T^2 * KL( softmax(z_teacher / T) || softmax(z_student / T) )
 
@@ -12,10 +12,11 @@ The teacher folder is data like any saved model: loading it imports and runs not
 backbone is your own ``module:`` factory also needs ``method_params.trust_code: true`` (set it only for a teacher
 from a source you trust; the built-in backbones need no opt-in).
 
-The teacher may have another backbone than the student. Image batches are converted from the student's normalisation
-and size to the teacher's (undo the student's mean/std, resize bilinearly with antialiasing, apply the teacher's);
-text teachers must share the student's tokenizer (the batch holds token ids); tabular ones the feature count.
-The teacher is held by the method (frozen, evaluation mode), not saved with the student.
+The teacher may have another backbone than the student: the batch is converted by
+:meth:`transferkit.teachers.Teacher.adapt_batch` (images: undo the student's mean/std, resize bilinearly with
+antialiasing, apply the teacher's; text teachers must share the student's tokenizer; tabular ones the feature count).
+For other teacher kinds (ONNX, Keras, scikit-learn) and the cached mode, use ``kd``. The teacher is held by the
+method (frozen, evaluation mode), not saved with the student.
 """
 
 from __future__ import annotations
@@ -23,15 +24,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import torch
-
 from ..config import param
 from ..errors import ConfigError
-from ..model import TransferModel
-from .base import FitContext, StepOutput
-from .lwf import distillation
+from .base import FitContext
+from .kd import KD
 from .registry import register
-from .regularised import Frozen, RegularisedMethod, ScheduleParams
+from .regularised import ScheduleParams
 
 
 @dataclass
@@ -47,37 +45,14 @@ class SoftTargetParams(ScheduleParams):
 
 
 @register
-class SoftTargets(RegularisedMethod):
+class SoftTargets(KD):
     name: ClassVar[str] = "soft-targets"
     summary: ClassVar[str] = "cross-entropy plus distillation of a saved teacher model's soft targets (KD)"
     Params: ClassVar[type] = SoftTargetParams
 
-    def setup(self, ctx: FitContext) -> None:
-        from ..teachers import load_teacher
-
-        super().setup(ctx)
-        student = ctx.model
-        teacher = load_teacher(self.params.teacher, trust_code=bool(self.params.trust_code))
+    def resolve_teacher(self, ctx: FitContext) -> tuple[Any, str]:
+        teacher, mode = super().resolve_teacher(ctx)  # no teacher_mode parameter: always online
         if teacher.module is None:
             raise ConfigError(f"Method 'soft-targets' needs a torch teacher (a saved transferkit model); use method "
-                              f"'kd' with teacher_mode: cached for the {teacher.kind} teacher '{teacher.name}'.")
-        teacher.check_student(list(student.classes), student.preprocessing.modality)
-        problem = teacher.online_problem(student.preprocessing)
-        if problem is not None:
-            raise ConfigError(problem)
-        self._teacher = teacher
-        self._student_pre, self._student_size = student.preprocessing, student.image_size
-        self.teacher = Frozen(teacher.module, copy_module=False)
-
-    def teacher_input(self, x: Any) -> Any:
-        """The student's batch as the teacher expects it (:meth:`transferkit.teachers.Teacher.adapt_batch`)."""
-        return self._teacher.adapt_batch(x, self._student_pre, self._student_size)
-
-    def training_step(self, model: TransferModel, batch: tuple[Any, torch.Tensor]) -> StepOutput:
-        x, y = self.mix(batch)
-        logits = model(x)
-        ce = self.classification_loss(logits, y)
-        z_teacher = self.teacher(self.teacher_input(x))
-        a = self.params.alpha * self.strength()
-        kd = distillation(logits, z_teacher, self.params.temperature)
-        return StepOutput((1.0 - a) * ce + a * kd, logits)
+                              f"'kd' for the {teacher.kind} teacher '{teacher.name}'.")
+        return teacher, mode

@@ -73,6 +73,9 @@ class Teacher(ABC):
     preprocessing: Preprocessing | None = None
     image_size: int | None = None
     name: str = "teacher"
+    #: whether :func:`~transferkit.teachers.teacher_outputs` may keep the outputs in the feature cache (False for a
+    #: teacher whose fingerprint cannot capture what it computes: a callable without a given fingerprint)
+    cacheable: bool = True
 
     @abstractmethod
     def fingerprint(self) -> str:

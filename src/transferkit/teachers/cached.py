@@ -51,7 +51,7 @@ def teacher_outputs(teacher: Teacher, ds: Dataset, *, cache: FeatureCache | bool
     Args:
         cache: a :class:`FeatureCache`, ``None`` / ``True`` for the default one, ``False`` to compute without caching.
     """
-    if cache is False:
+    if cache is False or not teacher.cacheable:
         return checked_outputs(teacher, teacher.outputs(ds, batch_size=batch_size, progress=progress), len(ds))
     store = default_cache() if cache is None or cache is True else cache
     parts = outputs_key_parts(teacher, ds)

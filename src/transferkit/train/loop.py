@@ -127,7 +127,8 @@ def run(
     The monitor ``ctx.train_config.monitor`` is a validation metric of ``ctx.val`` (``val_accuracy``...), or the
     name of one of ``ctx.scorers``; without either (no val split for a ``val_*`` monitor) the last epoch is kept.
     ``ctx.sample_weights`` weigh the rows of ``ctx.train``, so they apply only when the loop trains on it (a method
-    whose ``training_data`` is another split trains on that split unweighted). Fills in ``ctx.make_loader``,
+    whose ``training_data`` is another split trains on that split unweighted; ``ctx.train.with_targets(...)`` is the
+    same rows). Fills in ``ctx.make_loader``,
     ``ctx.device`` and ``ctx.steps_per_epoch`` before it calls ``method.setup(ctx)``.
     """
     from ..data.loaders import batches_per_epoch, make_loader
@@ -135,7 +136,8 @@ def run(
     model, val, cfg = ctx.model, ctx.val, ctx.train_config
     if train is None:
         train = ctx.train
-    sample_weights = ctx.sample_weights if train is ctx.train else None
+    same_rows = train is ctx.train or train.meta.get("rows_of") is ctx.train  # ctx.train carrying per-row targets
+    sample_weights = ctx.sample_weights if same_rows else None
     checkpoint_dir, resume = ctx.checkpoint_dir, ctx.resume
     set_deterministic(cfg.deterministic)
     accelerator = make_accelerator(cfg)
