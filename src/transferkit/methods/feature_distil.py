@@ -106,7 +106,8 @@ class OnlineDistillation(RegularisedMethod):
                               "the student's batches; set model.method_params.teacher_mode to online, or use method "
                               "'kd' with teacher_mode: cached.")
         student = ctx.model
-        teacher = load_teacher(p.teacher, trust_code=bool(p.trust_code), classes=list(student.classes), head=p.teacher_head)
+        teacher = load_teacher(p.teacher, trust_code=bool(p.trust_code), classes=list(student.classes),
+                               head=p.teacher_head)
         if not teacher.supports_online() or teacher.module is None:
             raise ConfigError(f"Method '{self.name}' needs a PyTorch teacher that runs on the student's batches, and "
                               f"the {teacher.kind} teacher '{teacher.name}' is not one; use method 'kd' with "
