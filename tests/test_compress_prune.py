@@ -119,7 +119,7 @@ _FRESH = textwrap.dedent("""
             raise AssertionError("pickle was used")
 
     sys.addaudithook(audit)
-    pickle.load = pickle.loads = pickle.Unpickler = torch.load = refuse
+    pickle.load = pickle.loads = torch.load = refuse
     from transferkit.model import load_model
 
     model = load_model(sys.argv[1])

@@ -238,11 +238,9 @@ def _recoverer(run: str | Path, run_cfg: Any, data_cfg: DataConfig, work: Path, 
             train = dataclasses.replace(train, lr=lr)
         cfg = dataclasses.replace(base, data=data_cfg, model=model_cfg, train=train, target=None,
                                   out=str(work / name), overwrite=False)
-        result = run_fit(cfg, model=model)
-        again = load_model(result.out)
+        result = run_fit(cfg, model=model)  # trains ``model`` itself and leaves it at its chosen epoch
         if name != "recovered":  # an intermediate step of iterative pruning: go on pruning the same module
-            model.load_state_dict(again.state_dict())
             return model
-        return again
+        return load_model(result.out)  # the recovered model as saved (and as any later command will load it)
 
     return recover

@@ -16,7 +16,8 @@ per channel), so ``per_channel=False`` warns.
 
 Parity (:func:`parity`): the ONNX model's logits against the PyTorch model's on the same preprocessed batches. fp32
 must agree to ``FP32_TOLERANCE`` (max absolute difference) or the export is refused; int8 reports top-1 agreement
-and the accuracy of both.
+and the accuracy of both, and is refused below ``INT8_MIN_AGREEMENT`` top-1 agreement (a broken quantisation, not a
+rounding difference).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ import torch
 from ..errors import ConfigError, RunError
 
 FP32_TOLERANCE = 1e-4
+#: an int8 model whose top-1 predictions agree with the PyTorch model's on fewer held-out examples than this is refused
+INT8_MIN_AGREEMENT = 0.9
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 OUTPUT = "logits"
 
@@ -161,6 +164,10 @@ def parity(model: torch.nn.Module, onnx_path: Path, names: list[str], batches: l
     if not int8 and not diff <= FP32_TOLERANCE:
         raise RunError(f"The ONNX export does not match the PyTorch model (max abs logit difference {diff:.3g} > "
                        f"{FP32_TOLERANCE:g}); the export is broken, it was not written.")
+    if int8 and not out["top1_agreement"] >= INT8_MIN_AGREEMENT:
+        raise RunError(f"The int8 model agrees with the PyTorch model on only {out['top1_agreement']:.1%} of "
+                       f"{out['examples']} held-out examples (at least {INT8_MIN_AGREEMENT:.0%} expected); try another "
+                       "calibration method or more calibration examples, or export fp32.")
     return out
 
 

@@ -141,6 +141,8 @@ def prune_model(model: TransferModel, example: torch.Tensor, *, amount: float = 
             if size <= goal:
                 break
         elif between is not None and step < steps - 1:
+            pruned.pruned = layer_shapes(pruned)  # what a recovery saves in between must rebuild too
+            pruned.inference = dict(DEFAULT_INFERENCE)
             between(pruned, step)
             pruned.eval()
     pruned.eval()
