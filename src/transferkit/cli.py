@@ -6,6 +6,8 @@
     transferkit predict RUN PATH [PATH ...] [--out predictions.csv] [--trust-code]
     transferkit rank --data animal-mnist --backbones mobilenet_v2.imagenet,mobilenet_v2.imagenet@4,timm:resnet18~random
     transferkit compare CONFIG.yaml --methods source-only,dann,cdan --seeds 3 [--embedding tsne|pca|none]
+    transferkit export RUN --format onnx [--int8] --out DIR
+    transferkit compress RUN --prune 0.5 --recover-epochs 3 --int8 --out DIR
     transferkit cache list | clear
     transferkit convert model.onnx|model.keras --out model.safetensors [--data animal-mnist]
     transferkit distil CONFIG.yaml [--set model.method_params.teacher=runs/teacher ...]
@@ -111,6 +113,8 @@ def _parser() -> argparse.ArgumentParser:
     cp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config key, e.g. --set train.epochs=10 (repeatable)")
     cp.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+
+    _add_compress_parsers(sub)
 
     c = sub.add_parser("cache", help="list or clear the feature cache ($TRANSFERKIT_CACHE_DIR)")
     cache_sub = c.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -480,6 +484,100 @@ def _distil(args: argparse.Namespace) -> int:
 
 
 _COMMANDS["distil"] = _distil
+
+def _fraction(text: str) -> float:
+    """An argparse type: a number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number between 0 and 1, not '{text}'") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be a number between 0 and 1 (the fraction removed), not {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    """An argparse type: a whole number of at least 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 0, not '{text}'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 0, not {value}")
+    return value
+
+
+def _add_compress_parsers(sub: typing.Any) -> None:
+    """The ``export`` and ``compress`` commands (issue 14; :mod:`transferkit.app.export`, :mod:`.app.compress`)."""
+    calib = ("int8 calibration of the activation ranges on training examples: minmax (default), percentile or "
+             "entropy")
+    ex = sub.add_parser("export", help="export a run's model as a self-contained ONNX folder (optionally int8)")
+    ex.add_argument("run", help="a run folder (or a folder written by save())")
+    ex.add_argument("--format", default="onnx", choices=["onnx"], help="the export format (onnx)")
+    ex.add_argument("--int8", action="store_true", help="static int8 quantisation (QDQ, per-channel weights)")
+    ex.add_argument("--calibration", default="minmax", choices=["minmax", "percentile", "entropy"], help=calib)
+    ex.add_argument("--calibration-samples", type=_positive_int, default=256,
+                    help="training examples the int8 calibration sees (default 256)")
+    ex.add_argument("--parity-samples", type=_positive_int, default=256,
+                    help="held-out examples of the parity check (default 256)")
+    ex.add_argument("--data", help="the data to calibrate and check on (default: the run's own)")
+    ex.add_argument("--out", required=True, help="the export folder to write")
+    ex.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+    ex.add_argument("--trust-code", action="store_true", help=_TRUST_HELP)
+
+    cm = sub.add_parser("compress", help="prune, recover and quantise a run's model; a table of the trade-off")
+    cm.add_argument("run", help="a run folder (its config.yaml names the data and the recipe)")
+    cm.add_argument("--prune", type=_fraction, default=0.5, help="fraction to remove (default 0.5)")
+    cm.add_argument("--target", default="channels", choices=["channels", "params", "macs"],
+                    help="what --prune counts: every layer's channels (default), or the parameter / MAC total")
+    cm.add_argument("--importance", default="l2", choices=["l1", "l2", "taylor"],
+                    help="which channels go: weight magnitude l1 / l2 (default) or the gradient-based taylor")
+    cm.add_argument("--prune-steps", type=_positive_int, default=1,
+                    help="prune in this many steps, each but the last recovered for one epoch (default 1)")
+    cm.add_argument("--recover-epochs", type=_non_negative_int, default=3,
+                    help="epochs of fine-tuning after pruning, 0 for none (default 3)")
+    cm.add_argument("--recover-method", default="soft-targets", choices=["soft-targets", "finetune"],
+                    help="soft-targets: distil from the unpruned model (default); finetune: labels only")
+    cm.add_argument("--lr", type=float, help="learning rate of the recovery (default: the run's own)")
+    cm.add_argument("--int8", action="store_true", help="also export the result as static int8 ONNX")
+    cm.add_argument("--calibration", default="minmax", choices=["minmax", "percentile", "entropy"], help=calib)
+    cm.add_argument("--data", help="the data (default: the run's own)")
+    cm.add_argument("--seed", type=int, default=0, help="seed of the recovery and of the data samples")
+    cm.add_argument("--out", required=True, help="the compression folder to write")
+    cm.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+    cm.add_argument("--trust-code", action="store_true", help=_TRUST_HELP)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .app.export import run_export
+
+    _output(args.out, "folder", what="export folder")
+    result = run_export(args.run, args.out, fmt=args.format, int8=args.int8, calibration=args.calibration,
+                        calibration_samples=args.calibration_samples, parity_samples=args.parity_samples,
+                        data=args.data, overwrite=args.overwrite, trust_code=args.trust_code)
+    for kind, p in result.meta["parity"].items():
+        print(f"parity {kind}: max abs diff {p['max_abs_diff']:.2e}, top-1 agreement {p['top1_agreement']:.4f}, "
+              f"accuracy {p['accuracy_onnx']:.4f} (PyTorch {p['accuracy_torch']:.4f}) on {p['examples']} examples")
+    print(f"export folder: {result.out}")
+    return 0
+
+
+def _compress(args: argparse.Namespace) -> int:
+    from .app.compress import run_compress
+
+    _output(args.out, "folder", what="compression folder")
+    result = run_compress(args.run, args.out, prune=args.prune, target=args.target, importance=args.importance,
+                          steps=args.prune_steps, recover_epochs=args.recover_epochs,
+                          recover_method=args.recover_method, lr=args.lr, int8=args.int8,
+                          calibration=args.calibration, data=args.data, seed=args.seed, overwrite=args.overwrite,
+                          trust_code=args.trust_code)
+    print(result.table)
+    print(f"compression folder: {result.out}")
+    return 0
+
+
+_COMMANDS["export"] = _export
+_COMMANDS["compress"] = _compress
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

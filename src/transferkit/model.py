@@ -3,6 +3,12 @@
 Saved as two files: ``model.safetensors`` (every tensor) and ``model.json`` (label names, backbone spec, head shape,
 preprocessing, and how the model predicts: ``inference``). :func:`load_model` rebuilds the architecture from the
 JSON alone (no pretrained download, no training config) and loads the tensors strictly.
+
+A structurally pruned model (:mod:`transferkit.compress`) also has ``model.json["pruned"]``: the channel counts of
+every convolution, batch-norm and linear layer, as data (:func:`layer_shapes`). Loading builds the original
+architecture from the spec and replaces each layer whose counts differ by a new one of the saved counts (the kernel
+size, stride and the rest are the architecture's own), then loads the tensors strictly: no pickle of the pruned
+module is ever written or read.
 """
 
 from __future__ import annotations
@@ -64,6 +70,9 @@ class TransferModel(nn.Module):
         #: backbone runs through the fast feature-extraction ``engine`` (auto | onnx | torch) and the head on its
         #: features; a trained one runs as a plain torch model.
         self.inference: dict[str, Any] = dict(DEFAULT_INFERENCE)
+        #: The channel counts of a structurally pruned model (:func:`layer_shapes`), saved in ``model.json`` so
+        #: that :func:`load_model` rebuilds the pruned architecture; ``None`` for an unpruned model.
+        self.pruned: dict[str, Any] | None = None
 
     @property
     def preprocessing(self) -> Preprocessing:
@@ -87,6 +96,7 @@ class TransferModel(nn.Module):
             "image_size": self.image_size,
             "head": {"kind": self.head_kind, "hidden": self.head_hidden, "dropout": self.head_dropout},
             "inference": dict(self.inference),
+            **({"pruned": self.pruned} if self.pruned is not None else {}),
         }
 
 
@@ -165,6 +175,8 @@ def load_model(folder: str | Path, *, trust_code: bool = False) -> TransferModel
     except (SafetensorError, OSError) as e:
         raise WeightsError(f"'{weights_path}' cannot be read as safetensors ({e}); save the model again.") from None
     model.inference = inference_of(meta)
+    if meta.get("pruned") is not None:
+        apply_layer_shapes(model, meta["pruned"], source=str(meta_path))
     missing, unexpected = _load_strict(model, state)
     if missing or unexpected:
         raise WeightsError(
@@ -217,6 +229,78 @@ def read_model_meta(meta_path: Path) -> dict[str, Any]:
     if meta.get("image_size") is not None and (not isinstance(meta["image_size"], int) or meta["image_size"] < 1):
         raise damaged("'image_size' must be a positive whole number")
     return meta
+
+
+#: the layer kinds whose channel counts a pruned model records, with the constructor arguments that hold them
+_SHAPE_FIELDS: dict[type[nn.Module], tuple[str, ...]] = {
+    nn.Conv1d: ("in_channels", "out_channels", "groups"),
+    nn.Conv2d: ("in_channels", "out_channels", "groups"),
+    nn.Linear: ("in_features", "out_features"),
+    nn.BatchNorm1d: ("num_features",),
+    nn.BatchNorm2d: ("num_features",),
+}
+PRUNED_FORMAT = "layer-shapes/1"
+
+
+def layer_shapes(model: nn.Module) -> dict[str, Any]:
+    """The channel counts of ``model``'s layers as JSON data: ``{"format", "feature_dim", "layers": {name: {...}}}``.
+
+    Every layer with parameters must be of a kind in :data:`_SHAPE_FIELDS` or keep its shape when pruned; a pruned
+    model holding another kind of layer is caught by the rebuild check of :mod:`transferkit.compress`.
+    """
+    layers = {}
+    for name, m in model.named_modules():
+        fields = _SHAPE_FIELDS.get(type(m))
+        if fields is not None:
+            layers[name] = {"type": type(m).__name__, **{f: int(getattr(m, f)) for f in fields}}
+    backbone = getattr(model, "backbone", None)
+    return {"format": PRUNED_FORMAT, "feature_dim": int(getattr(backbone, "feature_dim", 0)), "layers": layers}
+
+
+def apply_layer_shapes(model: nn.Module, shapes: dict[str, Any], *, source: str = "the model") -> None:
+    """Give ``model`` (freshly built, unpruned) the channel counts of ``shapes`` (from :func:`layer_shapes`).
+
+    Each recorded layer whose counts differ is replaced by a new layer of the same kind with those counts and every
+    other constructor argument (kernel size, stride, padding, bias, eps...) taken from the layer it replaces. Its
+    values are placeholders until the saved tensors are loaded.
+    """
+    def damaged(why: str) -> RunError:
+        return RunError(f"'{source}' is damaged ({why}); save the model again or use an intact copy.")
+
+    if not isinstance(shapes, dict) or shapes.get("format") != PRUNED_FORMAT or not isinstance(shapes.get("layers"),
+                                                                                                 dict):
+        raise damaged(f"'pruned' must be an object of format {PRUNED_FORMAT} with a 'layers' object")
+    modules = dict(model.named_modules())
+    kinds = {cls.__name__: cls for cls in _SHAPE_FIELDS}
+    for name, rec in shapes["layers"].items():
+        old = modules.get(name)
+        if old is None or not isinstance(rec, dict) or kinds.get(rec.get("type")) is not type(old):
+            raise damaged(f"the pruned layer '{name}' is not a {rec.get('type') if isinstance(rec, dict) else '?'} "
+                          "of this architecture")
+        fields = _SHAPE_FIELDS[type(old)]
+        counts = {f: rec.get(f) for f in fields}
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in counts.values()):
+            raise damaged(f"the pruned layer '{name}' needs whole counts {', '.join(fields)}")
+        if all(int(getattr(old, f)) == v for f, v in counts.items()):
+            continue
+        new = _resized(old, counts)
+        parent, _, attr = name.rpartition(".")
+        setattr(modules[parent] if parent else model, attr, new)
+    backbone = getattr(model, "backbone", None)
+    if backbone is not None and isinstance(shapes.get("feature_dim"), int) and shapes["feature_dim"] > 0:
+        backbone.feature_dim = shapes["feature_dim"]
+
+
+def _resized(old: nn.Module, counts: dict[str, int]) -> nn.Module:
+    """A new layer like ``old`` with the channel counts ``counts`` (see :func:`apply_layer_shapes`)."""
+    if isinstance(old, nn.Conv1d | nn.Conv2d):
+        return type(old)(counts["in_channels"], counts["out_channels"], old.kernel_size, stride=old.stride,
+                         padding=old.padding, dilation=old.dilation, groups=counts["groups"],
+                         bias=old.bias is not None, padding_mode=old.padding_mode)
+    if isinstance(old, nn.Linear):
+        return nn.Linear(counts["in_features"], counts["out_features"], bias=old.bias is not None)
+    return type(old)(counts["num_features"], eps=old.eps, momentum=old.momentum, affine=old.affine,
+                     track_running_stats=old.track_running_stats)
 
 
 def inference_of(meta: dict[str, Any]) -> dict[str, Any]:

@@ -52,8 +52,12 @@ def log(msg: str) -> None:
 AfterWrite = Callable[[Path, Any, Any, dict[str, dict[str, Any]]], "dict[str, Any] | None"]
 
 
-def run_fit(cfg: RunConfig, *, resume: bool = False, after_write: AfterWrite | None = None) -> RunResult:
+def run_fit(cfg: RunConfig, *, resume: bool = False, after_write: AfterWrite | None = None, model: Any = None
+            ) -> RunResult:
     """Train as ``cfg`` says and write the run folder atomically (see the module docstring).
+
+    ``model``: a built :class:`~transferkit.model.TransferModel` to go on training instead of one built from
+    ``cfg.model.backbone`` (how ``transferkit compress`` recovers a pruned model; see ``FitPipeline.prepare``).
 
     The run folder is locked for the whole run (a second run into it is refused), and everything that can be
     checked (the folder's state, the data, the method and its parameters, the backbone and its weights file) is
@@ -64,13 +68,14 @@ def run_fit(cfg: RunConfig, *, resume: bool = False, after_write: AfterWrite | N
 
     folder = RunFolder(cfg.out, overwrite=cfg.overwrite, resume=resume)
     if not is_main_process():
-        return _fit_in(folder, cfg, resume=resume, main=False)  # rank 0 alone owns (locks, writes) the folder
+        # rank 0 alone owns (locks, writes) the folder
+        return _fit_in(folder, cfg, resume=resume, main=False, model=model)
     with folder.hold():
-        return _fit_in(folder, cfg, resume=resume, main=True, after_write=after_write)
+        return _fit_in(folder, cfg, resume=resume, main=True, after_write=after_write, model=model)
 
 
-def _fit_in(folder: Any, cfg: RunConfig, *, resume: bool, main: bool, after_write: AfterWrite | None = None
-            ) -> RunResult:
+def _fit_in(folder: Any, cfg: RunConfig, *, resume: bool, main: bool, after_write: AfterWrite | None = None,
+            model: Any = None) -> RunResult:
     """The run itself, inside ``folder``'s lock on the main process (see :func:`run_fit`)."""
     from ..api import TransferClassifier
     from ..data import load_data
@@ -90,7 +95,7 @@ def _fit_in(folder: Any, cfg: RunConfig, *, resume: bool, main: bool, after_writ
         log(f"target: {cfg.target.name or cfg.target.path} ("
             + ", ".join(f"{k} {len(v)}" for k, v in target.items()) + "; train used without labels)")
     pipeline = FitPipeline(cfg.model, cfg.train)
-    prepared = pipeline.prepare(splits, target=target)  # every check passes before the folder exists
+    prepared = pipeline.prepare(splits, target=target, model=model)  # every check passes before the folder exists
     work = folder.start(config) if main else folder.partial
 
     log(prepared.describe(resume=resume))

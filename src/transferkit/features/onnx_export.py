@@ -65,7 +65,7 @@ def graph_inputs(batch: Any, names: list[str]) -> list[torch.Tensor]:
 class _Graph(nn.Module):
     """Positional tensors -> the backbone's own input (a tensor, or the tokenizer's dict) -> features."""
 
-    def __init__(self, backbone: Backbone, names: list[str]) -> None:
+    def __init__(self, backbone: Backbone | nn.Module, names: list[str]) -> None:
         super().__init__()
         self.backbone = backbone
         self.names = names
@@ -113,8 +113,11 @@ def _first_line(e: BaseException) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
-def export_onnx(backbone: Backbone, batch: Any, dest: Path) -> str:
+def export_onnx(backbone: Backbone | nn.Module, batch: Any, dest: Path, *, output: str = "features") -> str:
     """Write ``backbone`` (frozen, eval mode) as ``dest/model.onnx``; returns the exporter used.
+
+    Any module that takes the batch's tensor (or the tokenizer's dict) works: :mod:`transferkit.compress` exports a
+    whole model this way, with ``output="logits"`` as the graph output's name.
 
     Raises:
         ExportError: neither exporter could export it (the message holds both reasons).
@@ -125,27 +128,28 @@ def export_onnx(backbone: Backbone, batch: Any, dest: Path) -> str:
         module = copy.deepcopy(backbone).to("cpu")
     graph = _Graph(module, names)
     with eval_mode(graph):
-        return _export(graph, _example(graph_inputs(batch, names)), names, dest / MODEL_FILE)
+        return _export(graph, _example(graph_inputs(batch, names)), names, dest / MODEL_FILE, output)
 
 
-def _export(graph: _Graph, args: tuple[torch.Tensor, ...], names: list[str], path: Path) -> str:
+def _export(graph: _Graph, args: tuple[torch.Tensor, ...], names: list[str], path: Path,
+            output: str = "features") -> str:
     text = names != [IMAGE_INPUT]
     reasons = []
     try:
         dyn = torch.export.Dim.DYNAMIC
         shapes = tuple({0: dyn, 1: dyn} if text else {0: dyn} for _ in names)
         with _quiet():
-            program = torch.onnx.export(graph, args, None, dynamo=True, input_names=names, output_names=["features"],
+            program = torch.onnx.export(graph, args, None, dynamo=True, input_names=names, output_names=[output],
                                         dynamic_shapes=(shapes,), opset_version=OPSET, verbose=False)
             program.save(str(path))
         return "dynamo"
     except Exception as e:  # noqa: BLE001 - any exporter failure means "try the other one"
         reasons.append(f"dynamo: {_first_line(e)}")
     axes = {n: ({0: "batch", 1: "tokens"} if text else {0: "batch"}) for n in names}
-    axes["features"] = {0: "batch"}
+    axes[output] = {0: "batch"}
     try:
         with _quiet():
-            torch.onnx.export(graph, args, str(path), dynamo=False, input_names=names, output_names=["features"],
+            torch.onnx.export(graph, args, str(path), dynamo=False, input_names=names, output_names=[output],
                               dynamic_axes=axes, opset_version=17, do_constant_folding=True)
         return "torchscript"
     except Exception as e:  # noqa: BLE001

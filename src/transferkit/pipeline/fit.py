@@ -77,12 +77,15 @@ class FitPipeline:
         self.train_config = train_config
 
     def prepare(self, train: Any, y: Any = None, *, val: Any = None, target: Any = None,
-                extra: dict[str, Any] | None = None) -> PreparedFit:
+                extra: dict[str, Any] | None = None, model: Any = None) -> PreparedFit:
         """Validate the data, the settings, the method and its parameters; build the model; plan the adaptation.
 
         ``train`` is anything :func:`~transferkit.data.coerce.as_splits` takes (with ``y`` for arrays); ``val``
         overrides its val split; ``target`` is the target domain of domain adaptation; ``extra`` holds further
         data sets a method needs (``extra["target"]`` is taken as the target when ``target`` is not given).
+        ``model`` is a :class:`~transferkit.model.TransferModel` to go on training instead of building a new one
+        from ``model_config.backbone`` (a pruned model's recovery, :mod:`transferkit.compress`); it must have been
+        trained on the data's classes, in the same order.
         """
         from ..adaptation.plan import check_settings, plan_adaptation, target_splits
         from ..methods import create_method, get_method_class
@@ -104,7 +107,11 @@ class FitPipeline:
                        frozen=method_cls.frozen_backbone)
         seed_everything(train_cfg.seed)
         method = create_method(model_cfg.method, model_cfg.method_params)
-        model = _build_model(method, model_cfg, train_ds)
+        if model is None:
+            model = _build_model(method, model_cfg, train_ds)
+        elif list(model.classes) != list(train_ds.classes):
+            raise DataError(f"The model to train was fitted on the classes {list(model.classes)[:5]} but the data "
+                            f"has {list(train_ds.classes)[:5]}; give data with the model's label set.")
         prepared = PreparedFit(model, method, train_ds, val_ds, extra_ds, None, {}, None, model_cfg, train_cfg)
         if t_splits is not None:
             plan = plan_adaptation(train_ds, val_ds, t_splits, train_cfg, model=model, method=method.name,

@@ -1,0 +1,134 @@
+"""Compression round trip: MobileNetV2 fine-tuned on Animal-MNIST -> prune 50% -> recover -> int8 (issue 14).
+
+For each seed: fine-tune ``mobilenet_v2.imagenet`` on a training subset of Animal-MNIST (``transferkit fit``'s
+``run_fit``), then ``run_compress`` (the ``transferkit compress`` command): prune half of every layer's channels (l2
+magnitude), recover with soft-targets from the unpruned model, quantise to static int8 (ORT QDQ, per-channel,
+MinMax calibration on 256 training images). Every stage's size, latency and test accuracy are measured in the same
+process (:mod:`transferkit.app.compress`), so the ratios compare like with like on the same (shared, loaded) CPU.
+
+Printed (mean +- std over the seeds), against the targets of issue 14:
+
+- file-size ratio: the unpruned model's ``model.safetensors`` over the int8 ``model.onnx`` (target >= 5x);
+- batch-32 throughput of int8 (ONNX Runtime) over the unpruned model in ONNX Runtime fp32 (target >= 3x) and over
+  the unpruned model in eager PyTorch;
+- test accuracy of int8 minus the unpruned fp32 (PyTorch) model's, in points (target >= -1).
+
+    .venv/bin/python benchmarks/compress.py [--seeds 3] [--image-size 64] [--train-size 2000] [--epochs 2]
+        [--recover-epochs 3] [--prune 0.5] [--out benchmarks/results/compress.json] [--runs RUN0 RUN1 ...]
+
+``--runs`` takes run folders already fine-tuned with the same recipe (``transferkit fit --data animal-mnist --backbone
+mobilenet_v2.imagenet --method finetune --epochs 2 --set model.image_size=64 --set data.train_size=2000``), one
+per seed, and measures only the compression.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, table  # noqa: E402
+
+
+def one_seed(args: argparse.Namespace, seed: int, root: Path) -> dict:
+    from transferkit.app.compress import run_compress
+    from transferkit.app.fit import run_fit
+    from transferkit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+
+    t0 = time.perf_counter()
+    run = Path(args.runs[seed]) if args.runs else root / f"run-{seed}"
+    cfg = RunConfig(
+        data=DataConfig(name="animal-mnist", train_size=args.train_size),
+        model=ModelConfig(backbone="mobilenet_v2.imagenet", method="finetune", image_size=args.image_size),
+        train=TrainConfig(epochs=args.epochs, seed=seed, progress=False, batch_size=64),
+        out=str(root / f"run-{seed}"),
+    )
+    if not args.runs:
+        run_fit(cfg)
+    t_fit = time.perf_counter() - t0
+    result = run_compress(run, root / f"compress-{seed}", prune=args.prune,
+                          recover_epochs=args.recover_epochs, recover_method=args.recover_method, int8=True,
+                          calibration=args.calibration, seed=seed, progress=False, repeats=args.repeats)
+    rows = {(r["stage"], r["engine"]): r for r in result.rows}
+    orig, ort, q = rows[("original", "torch")], rows[("original", "onnx-fp32")], rows[("int8", "onnx-int8")]
+    return {
+        "seed": seed, "rows": result.rows, "fit_seconds": t_fit,
+        "compress_seconds": time.perf_counter() - t0 - t_fit,
+        "size_ratio": orig["size_mb"] / q["size_mb"],
+        "throughput_vs_ort_fp32": q["throughput_b32"] / ort["throughput_b32"],
+        "throughput_vs_eager": q["throughput_b32"] / orig["throughput_b32"],
+        "latency_b1_vs_ort_fp32": ort["latency_b1_ms"] / q["latency_b1_ms"],
+        "accuracy_delta_points": 100 * (q["accuracy"] - orig["accuracy"]),
+        "parity": result.summary["parity"], "prune": result.summary["prune"],
+    }
+
+
+def mean_std(values: list[float]) -> str:
+    m = statistics.mean(values)
+    return f"{m:.2f} +- {statistics.stdev(values):.2f}" if len(values) > 1 else f"{m:.2f}"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--train-size", type=int, default=2000)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--recover-epochs", type=int, default=3)
+    p.add_argument("--recover-method", default="soft-targets", choices=["soft-targets", "finetune"])
+    p.add_argument("--prune", type=float, default=0.5)
+    p.add_argument("--calibration", default="minmax")
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--runs", nargs="*", default=None,
+                   help="fine-tuned run folders, one per seed (skips the fine-tuning, e.g. on a loaded machine)")
+    p.add_argument("--out", default="benchmarks/results/compress.json")
+    args = p.parse_args()
+    if args.runs:
+        args.seeds = len(args.runs)
+
+    results = []
+    with tempfile.TemporaryDirectory(prefix="transferkit-bench-compress-") as tmp:
+        for seed in range(args.seeds):
+            results.append(one_seed(args, seed, Path(tmp)))
+            r = results[-1]
+            print(f"seed {seed}: size {r['size_ratio']:.2f}x, b32 throughput {r['throughput_vs_ort_fp32']:.2f}x ORT "
+                  f"fp32 / {r['throughput_vs_eager']:.2f}x eager, accuracy {r['accuracy_delta_points']:+.2f} points "
+                  f"(fit {r['fit_seconds']:.0f} s, compress {r['compress_seconds']:.0f} s)", flush=True)
+
+    print(f"\nMachine: {machine()} (shared and loaded: ratios are measured in the same run)")
+    print(f"Settings: {json.dumps({k: v for k, v in vars(args).items() if k != 'out'})}\n")
+    print(table(["figure", f"mean +- std over {len(results)} seed(s)", "target"], [
+        ["file size, unpruned safetensors / int8 ONNX (x)", mean_std([r["size_ratio"] for r in results]), ">= 5x"],
+        ["batch-32 throughput, int8 / ORT fp32 unpruned (x)",
+         mean_std([r["throughput_vs_ort_fp32"] for r in results]), ">= 3x"],
+        ["batch-32 throughput, int8 / eager PyTorch unpruned (x)",
+         mean_std([r["throughput_vs_eager"] for r in results]), "(reported)"],
+        ["batch-1 latency, ORT fp32 unpruned / int8 (x)",
+         mean_std([r["latency_b1_vs_ort_fp32"] for r in results]), "(reported)"],
+        ["test accuracy, int8 - unpruned fp32 (points)",
+         mean_std([r["accuracy_delta_points"] for r in results]), ">= -1"],
+    ]))
+    stages = [(r["stage"], r["engine"]) for r in results[0]["rows"]]
+    rows = []
+    for st in stages:
+        per = [next(x for x in r["rows"] if (x["stage"], x["engine"]) == st) for r in results]
+        rows.append([st[0], st[1], mean_std([x["size_mb"] for x in per]), mean_std([x["params"] / 1e6 for x in per]),
+                     mean_std([x["macs"] / 1e6 for x in per]), mean_std([x["latency_b1_ms"] for x in per]),
+                     mean_std([x["latency_b32_ms"] for x in per]), mean_std([x["throughput_b32"] for x in per]),
+                     mean_std([100 * x["accuracy"] for x in per])])
+    print()
+    print(table(["stage", "engine", "size (MB)", "params (M)", "MACs (M)", "latency b1 (ms)", "latency b32 (ms)",
+                 "throughput b32 (img/s)", "test accuracy (%)"], rows))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"settings": vars(args), "machine": machine(), "seeds": results}, indent=2) + "\n")
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()

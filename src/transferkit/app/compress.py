@@ -1,0 +1,246 @@
+"""``transferkit compress RUN --prune 0.5 --recover-epochs 3 --int8 --out DIR`` as a function.
+
+Stages, each measured the same way (:mod:`transferkit.compress.measure`) in the same process:
+
+1. ``original``: the run's model, in eager PyTorch and (``onnx-fp32``) in ONNX Runtime;
+2. ``pruned``: structured pruning (:func:`transferkit.compress.prune_model`), saved in ``DIR/pruned`` (channel
+   counts as data, safetensors weights);
+3. ``recovered``: a short fine-tune of the pruned model through the one fit pipeline (:func:`~transferkit.app.fit.
+   run_fit` with the pruned model as its starting point), with the original model as a logit-distillation teacher
+   (method ``soft-targets``; ``recover_method="finetune"`` for plain fine-tuning): a full run folder in
+   ``DIR/recovered``; with iterative pruning (``steps`` > 1) each intermediate step is recovered for one epoch first;
+4. ``int8``: the recovered model (the pruned one without recovery) as an int8 ONNX export in ``DIR/export``
+   (:mod:`transferkit.compress.export`, with its parity check).
+
+``DIR`` gets ``compression.json`` (settings, prune summary, one row per stage: size in MB, parameters, MACs, latency
+at batch 1 and 32 in ms, batch-32 throughput, test accuracy), ``compression.md`` (the same table) and
+``accuracy_vs_latency.png``; it is built in ``.DIR.partial`` and renamed into place at the end.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import DataConfig
+from ..errors import ConfigError
+
+RECOVER_METHODS = ("soft-targets", "finetune")
+
+
+@dataclass
+class CompressResult:
+    """Where the compression folder is and its table."""
+
+    out: Path
+    rows: list[dict[str, Any]]
+    table: str
+    summary: dict[str, Any]
+
+
+def run_compress(run: str | Path, out: str | Path, *, prune: float = 0.5, target: str = "channels",
+                 importance: str = "l2", steps: int = 1, recover_epochs: int = 3,
+                 recover_method: str = "soft-targets", lr: float | None = None, int8: bool = True,
+                 calibration: str = "minmax", per_channel: bool = True, calibration_samples: int = 256,
+                 data: str | DataConfig | None = None, repeats: int = 10, seed: int = 0, overwrite: bool = False,
+                 progress: bool = True, trust_code: bool = False) -> CompressResult:
+    """Prune, recover and quantise the model of ``run`` into ``out`` (see the module docstring)."""
+    from tqdm.auto import tqdm
+
+    from ..compress.onnx_model import check_quantization
+    from ..compress.prune import check_settings
+    from ..data import load_data
+    from ..model import load_model
+    from .export import data_of, held_out, run_config_of
+    from .fit import log
+    from .runs import RunFolder
+
+    check_settings(prune, target, importance, steps)
+    if recover_method not in RECOVER_METHODS:
+        raise ConfigError(f"The recovery method '{recover_method}' is unknown; choose one of: "
+                          f"{', '.join(RECOVER_METHODS)}.")
+    if recover_epochs < 0:
+        raise ConfigError(f"--recover-epochs must be 0 (no recovery) or more, not {recover_epochs}.")
+    if int8:
+        check_quantization(calibration, per_channel)
+    settings = {"run": str(run), "prune": prune, "target": target, "importance": importance, "steps": steps,
+                "recover_epochs": recover_epochs, "recover_method": recover_method, "lr": lr, "int8": int8,
+                "calibration": calibration, "per_channel": per_channel, "calibration_samples": calibration_samples,
+                "repeats": repeats, "seed": seed}
+    folder = RunFolder(out, overwrite=overwrite)
+    with folder.hold():
+        folder.check(settings)
+        original = load_model(run, trust_code=trust_code)
+        run_cfg = run_config_of(run)
+        data_cfg = data_of(run, data)
+        splits = load_data(data_cfg)
+        work = folder.start(settings)
+        bar = tqdm(total=5 if int8 else 4, desc="compress", unit="stage", disable=not progress)
+        stages = _Stages(original, held_out(splits), splits.train, repeats=repeats, seed=seed,
+                         calibration_samples=calibration_samples)
+        rows = [stages.torch_row("original", original, Path(run) / "model.safetensors")]
+        rows.append(stages.onnx_row("original", original, work / ".original-onnx", int8=False))
+        bar.update(1)
+
+        recover = _recoverer(run, run_cfg, data_cfg, work, recover_method=recover_method, lr=lr, seed=seed,
+                             progress=progress)
+        between = (lambda m, step: recover(m, 1, f"step-{step + 1}")) if steps > 1 and recover_epochs else None
+        log(f"pruning {prune:.0%} of the {target} ({importance} importance, {steps} step(s))")
+        result = stages.prune(original, amount=prune, target=target, importance=importance, steps=steps,
+                              between=between)
+        from ..model import save_model
+
+        save_model(result.model, work / "pruned", extra={"compression": result.summary()})
+        rows.append(stages.torch_row("pruned", result.model, work / "pruned" / "model.safetensors"))
+        bar.update(1)
+
+        final = result.model
+        if recover_epochs:
+            final = recover(copy.deepcopy(result.model), recover_epochs, "recovered")
+            rows.append(stages.torch_row("recovered", final, work / "recovered" / "model.safetensors"))
+        bar.update(1)
+        export_meta = None
+        if int8:
+            export_meta = stages.int8_export(final, work / "export", calibration=calibration,
+                                             per_channel=per_channel, source=work / ("recovered" if recover_epochs
+                                                                                     else "pruned"))
+            rows.append(stages.onnx_row("int8", final, work / "export", int8=True, existing=True))
+            bar.update(1)
+        table = _table(rows)
+        summary = {"settings": settings, "prune": result.summary(), "rows": rows,
+                   "parity": export_meta["parity"] if export_meta else None, "machine": stages.machine()}
+        from ..compress.plot import tradeoff_png
+        from ..io import write_json, write_text
+
+        write_json(work / "compression.json", summary)
+        write_text(work / "compression.md", table + "\n")
+        tradeoff_png(rows, work / "accuracy_vs_latency.png")
+        bar.update(1)
+        bar.close()
+        final_out = folder.finalize()
+    return CompressResult(final_out, rows, table, summary)
+
+
+class _Stages:
+    """The measurements shared by every stage: the same held-out batches, the same latency inputs."""
+
+    def __init__(self, model: Any, test: Any, train: Any, *, repeats: int, seed: int,
+                 calibration_samples: int) -> None:
+        from ..compress.measure import batch_of, loader_batches
+
+        self.test = loader_batches(model, test, batch_size=64)
+        self.train = train
+        self.model = model
+        self.repeats = repeats
+        self.seed = seed
+        self.calibration_samples = calibration_samples
+        self.x1, self.x32 = batch_of(self.test, 1), batch_of(self.test, 32)
+
+    @staticmethod
+    def machine() -> str:
+        import platform
+
+        import torch
+
+        return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+    def _sizes(self, model: Any) -> tuple[int, int]:
+        from ..compress.prune import count_params_macs
+
+        return count_params_macs(model, self.x1)
+
+    def torch_row(self, stage: str, model: Any, weights: Path) -> dict[str, Any]:
+        from ..compress.measure import accuracy, torch_latency
+        from ..compress.onnx_model import torch_logits
+
+        params, macs = self._sizes(model)
+        b1 = torch_latency(model, self.x1, repeats=self.repeats)
+        b32 = torch_latency(model, self.x32, repeats=self.repeats)
+        acc = accuracy(torch_logits(model, self.test), self.test)
+        return _row(stage, "torch", weights.stat().st_size, params, macs, b1, b32, acc)
+
+    def onnx_row(self, stage: str, model: Any, folder: Path, *, int8: bool, existing: bool = False
+                 ) -> dict[str, Any]:
+        import shutil
+
+        from ..compress.measure import accuracy, batch_of, onnx_latency
+        from ..compress.onnx_model import export_fp32, input_names_of, onnx_logits, session
+
+        if existing:
+            path, names = folder / "model.onnx", input_names_of(folder / "model.onnx")
+        else:
+            path, names, _ = export_fp32(model, batch_of(self.test, 2), folder)
+        sess = session(path)
+        size = path.stat().st_size
+        b1 = onnx_latency(sess, names, self.x1, repeats=self.repeats)
+        b32 = onnx_latency(sess, names, self.x32, repeats=self.repeats)
+        acc = accuracy(onnx_logits(sess, names, self.test), self.test)
+        params, macs = self._sizes(model)
+        if not existing:
+            shutil.rmtree(folder)
+        return _row(stage, "onnx-int8" if int8 else "onnx-fp32", size, params, macs, b1, b32, acc)
+
+    def prune(self, model: Any, **kw: Any) -> Any:
+        from ..compress.measure import batch_of, loader_batches
+        from ..compress.prune import prune_model
+
+        grads = loader_batches(model, self.train, limit=256, batch_size=64, seed=self.seed) \
+            if kw.get("importance") == "taylor" else []
+        return prune_model(model, batch_of(self.test, 2), grad_batches=grads, **kw)
+
+    def int8_export(self, model: Any, dest: Path, *, calibration: str, per_channel: bool, source: Path
+                    ) -> dict[str, Any]:
+        from ..compress.export import write_export
+        from ..compress.measure import batch_of, loader_batches
+        from ..compress.onnx_model import sha256
+
+        calib = loader_batches(model, self.train, limit=self.calibration_samples, batch_size=32, seed=self.seed)
+        return write_export(model, dest, example=batch_of(self.test, 2), parity_batches=self.test,
+                            calibration_batches=calib, int8=True, calibration=calibration, per_channel=per_channel,
+                            source={"folder": str(source.name), "model_sha256": sha256(source / "model.safetensors")})
+
+
+def _row(stage: str, engine: str, size: int, params: int, macs: int, b1: float, b32: float, acc: float
+         ) -> dict[str, Any]:
+    return {"stage": stage, "engine": engine, "size_mb": size / 1e6, "params": params, "macs": macs,
+            "latency_b1_ms": 1000 * b1, "latency_b32_ms": 1000 * b32, "throughput_b32": 32 / b32, "accuracy": acc}
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    head = ["stage", "engine", "size (MB)", "params", "MACs", "latency b1 (ms)", "latency b32 (ms)",
+            "throughput b32 (img/s)", "test accuracy"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        lines.append(f"| {r['stage']} | {r['engine']} | {r['size_mb']:.2f} | {r['params'] / 1e6:.2f} M | "
+                     f"{r['macs'] / 1e6:.1f} M | {r['latency_b1_ms']:.2f} | {r['latency_b32_ms']:.1f} | "
+                     f"{r['throughput_b32']:.0f} | {r['accuracy']:.4f} |")
+    return "\n".join(lines)
+
+
+def _recoverer(run: str | Path, run_cfg: Any, data_cfg: DataConfig, work: Path, *, recover_method: str,
+               lr: float | None, seed: int, progress: bool) -> Any:
+    """``recover(model, epochs, name)``: fine-tune ``model`` through :func:`run_fit` into ``work/name``."""
+    from ..config import ModelConfig, RunConfig, TrainConfig
+    from ..model import load_model
+    from .fit import run_fit
+
+    def recover(model: Any, epochs: int, name: str) -> Any:
+        base = run_cfg or RunConfig(data=data_cfg)
+        params = {"teacher": str(Path(run).absolute())} if recover_method == "soft-targets" else {}
+        model_cfg = dataclasses.replace(base.model if run_cfg else ModelConfig(), method=recover_method,
+                                        method_params=params, image_size=model.image_size)
+        train = dataclasses.replace(base.train if run_cfg else TrainConfig(), epochs=epochs, seed=seed,
+                                    progress=progress, early_stopping=None, freeze_blocks=0)
+        if lr is not None:
+            train = dataclasses.replace(train, lr=lr)
+        cfg = dataclasses.replace(base, data=data_cfg, model=model_cfg, train=train, target=None,
+                                  out=str(work / name), overwrite=False)
+        result = run_fit(cfg, model=model)  # trains ``model`` itself and leaves it at its chosen epoch
+        if name != "recovered":  # an intermediate step of iterative pruning: go on pruning the same module
+            return model
+        return load_model(result.out)  # the recovered model as saved (and as any later command will load it)
+
+    return recover

@@ -1,0 +1,180 @@
+"""A whole :class:`~transferkit.model.TransferModel` as ONNX (fp32 or int8), with its parity check.
+
+- fp32: the exporter of the frozen-feature engine (:func:`transferkit.features.onnx_export.export_onnx`: dynamo
+  first, TorchScript as the fall-back), graph input ``x`` (images, tabular rows) or the tokenizer's tensors (text),
+  output ``logits``, dynamic batch axis.
+- int8: ONNX Runtime static quantisation (``quantize_static``) in QDQ format with per-channel int8 weights and int8
+  activations whose ranges are calibrated on a sample of the training data (:class:`BatchReader`, a
+  ``CalibrationDataReader``), by ``minmax``, ``percentile`` or ``entropy``. The fp32 graph is first pre-processed
+  (``quant_pre_process``: shape inference and graph optimisation, which folds batch-norm into the convolutions), as
+  ORT's documentation asks.
+
+Known-bad combinations (measured, see BENCHMARKS.md "Compression"): dynamic quantisation turns convolutions into
+``ConvInteger``, which ONNX Runtime's CPU provider runs several times *slower* than fp32, so it is not offered;
+per-tensor weights lost many points of accuracy on MobileNetV2 (depthwise convolutions have very different ranges
+per channel), so ``per_channel=False`` warns.
+
+Parity (:func:`parity`): the ONNX model's logits against the PyTorch model's on the same preprocessed batches. fp32
+must agree to ``FP32_TOLERANCE`` (max absolute difference) or the export is refused; int8 reports top-1 agreement
+and the accuracy of both, and is refused below ``INT8_MIN_AGREEMENT`` top-1 agreement (a broken quantisation, not a
+rounding difference).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import warnings
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError, RunError
+
+FP32_TOLERANCE = 1e-4
+#: an int8 model whose top-1 predictions agree with the PyTorch model's on fewer held-out examples than this is refused
+INT8_MIN_AGREEMENT = 0.9
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+OUTPUT = "logits"
+
+
+def input_feed(names: list[str], batch: Any) -> dict[str, np.ndarray]:
+    """A loader batch's inputs as ONNX Runtime's feed ``{name: array}``."""
+    from ..features.onnx_export import graph_inputs
+
+    return {n: t.detach().cpu().numpy() for n, t in zip(names, graph_inputs(batch, names))}
+
+
+def export_fp32(model: torch.nn.Module, example: Any, dest: Path) -> tuple[Path, list[str], str]:
+    """Write ``model`` (CPU, eval mode) as ``dest/model.onnx``: ``(path, input names, exporter)``.
+
+    Raises:
+        RunError: neither exporter could export the model.
+    """
+    from ..features.onnx_export import MODEL_FILE, ExportError, export_onnx, input_names
+
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        exporter = export_onnx(model.to("cpu").eval(), example, dest, output=OUTPUT)
+    except ExportError as e:
+        raise RunError(f"The model cannot be exported to ONNX ({e}).") from None
+    return dest / MODEL_FILE, input_names(example), exporter
+
+
+class BatchReader:
+    """ONNX Runtime's ``CalibrationDataReader`` protocol over preprocessed batches (``get_next`` -> feed or None)."""
+
+    def __init__(self, names: list[str], batches: Iterable[Any]) -> None:
+        self._feeds = [input_feed(names, b) for b in batches]
+        self._it: Iterator[dict[str, np.ndarray]] = iter(self._feeds)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+    def rewind(self) -> None:
+        self._it = iter(self._feeds)
+
+
+def check_quantization(calibration: str, per_channel: bool) -> None:
+    """Refuse an unknown calibration method; warn on per-tensor weights (see the module docstring)."""
+    if calibration not in CALIBRATION_METHODS:
+        raise ConfigError(f"The calibration method '{calibration}' is unknown; choose one of: "
+                          f"{', '.join(CALIBRATION_METHODS)}.")
+    if not per_channel:
+        warnings.warn("Per-tensor int8 weights lost many points of accuracy on MobileNetV2 (depthwise convolutions "
+                      "need a scale per channel); keep per-channel weights unless you measured otherwise.",
+                      stacklevel=3)
+
+
+def quantize_int8(fp32_path: Path, dest: Path, names: list[str], calibration_batches: Iterable[Any], *,
+                  calibration: str = "minmax", per_channel: bool = True) -> dict[str, Any]:
+    """Statically quantise the fp32 ONNX model at ``fp32_path`` to int8 (QDQ) at ``dest``; returns its settings."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
+
+    check_quantization(calibration, per_channel)
+    reader = BatchReader(names, calibration_batches)
+    n = sum(next(iter(f.values())).shape[0] for f in reader._feeds)
+    method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+              "entropy": CalibrationMethod.Entropy}[calibration]
+    with tempfile.TemporaryDirectory(prefix="transferkit-quant-") as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quant_pre_process(str(fp32_path), str(pre))
+            quantize_static(str(pre), str(dest), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=method,
+                            extra_options={"CalibTensorRangeSymmetric": False})
+    return {"format": "QDQ", "weights": "int8 per-channel" if per_channel else "int8 per-tensor",
+            "activations": "int8", "calibration": calibration, "calibration_examples": int(n)}
+
+
+def session(path: Path, threads: int | None = None) -> Any:
+    """An ONNX Runtime CPU session of ``path`` (``threads``: intra-op threads; default torch's thread count)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or torch.get_num_threads()
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def input_names_of(path: Path) -> list[str]:
+    """The graph input names of the ONNX model at ``path`` (in order)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    inits = {i.name for i in model.graph.initializer}
+    return [i.name for i in model.graph.input if i.name not in inits]
+
+
+def onnx_logits(sess: Any, names: list[str], batches: Iterable[Any]) -> np.ndarray:
+    """The session's logits over ``batches`` (loader batches ``(inputs, labels)``), concatenated."""
+    out = [sess.run([OUTPUT], input_feed(names, x))[0] for x, _ in batches]
+    return np.concatenate(out)
+
+
+def torch_logits(model: torch.nn.Module, batches: Iterable[Any]) -> np.ndarray:
+    """The PyTorch model's logits over ``batches`` (CPU, eval mode, no gradients)."""
+    from ..data.loaders import to_device
+
+    model.to("cpu").eval()
+    with torch.no_grad():
+        return np.concatenate([model(to_device(x, torch.device("cpu"))).float().numpy() for x, _ in batches])
+
+
+def parity(model: torch.nn.Module, onnx_path: Path, names: list[str], batches: list[Any], *,
+           int8: bool) -> dict[str, Any]:
+    """The ONNX model against the PyTorch model on ``batches`` (see the module docstring).
+
+    Raises:
+        RunError: an fp32 export whose logits differ by more than :data:`FP32_TOLERANCE`.
+    """
+    ref = torch_logits(model, batches)
+    got = onnx_logits(session(onnx_path), names, batches)
+    labels = np.concatenate([y.numpy() for _, y in batches])
+    diff = float(np.max(np.abs(ref - got))) if ref.size else 0.0
+    out = {"examples": int(len(labels)), "max_abs_diff": diff,
+           "top1_agreement": float(np.mean(ref.argmax(1) == got.argmax(1))),
+           "accuracy_torch": float(np.mean(ref.argmax(1) == labels)),
+           "accuracy_onnx": float(np.mean(got.argmax(1) == labels))}
+    if not int8 and not diff <= FP32_TOLERANCE:
+        raise RunError(f"The ONNX export does not match the PyTorch model (max abs logit difference {diff:.3g} > "
+                       f"{FP32_TOLERANCE:g}); the export is broken, it was not written.")
+    if int8 and not out["top1_agreement"] >= INT8_MIN_AGREEMENT:
+        raise RunError(f"The int8 model agrees with the PyTorch model on only {out['top1_agreement']:.1%} of "
+                       f"{out['examples']} held-out examples (at least {INT8_MIN_AGREEMENT:.0%} expected); try another "
+                       "calibration method or more calibration examples, or export fp32.")
+    return out
+
+
+def sha256(path: Path) -> str:
+    """The file's SHA-256 in hex."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,67 @@
+"""ONNX export of a whole model: the fp32 parity check passes on a true export and refuses a broken one; int8
+quantisation settings are checked. (On real data and weights: tests/test_compress_flow.py.)"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from transferkit.backbones import build_backbone
+from transferkit.compress import EXPORT_META, parity, write_export
+from transferkit.compress.onnx_model import check_quantization, input_names_of
+from transferkit.errors import ConfigError, RunError
+from transferkit.model import TransferModel
+
+CLASSES = ["a", "b", "c"]
+
+
+def _model_and_batches() -> tuple[TransferModel, list]:
+    torch.manual_seed(0)
+    model = TransferModel(build_backbone("digits-cnn"), CLASSES).eval()
+    g = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(8, 3, 28, 28, generator=g), torch.arange(8) % 3) for _ in range(2)]
+    return model, batches
+
+
+def _perturb_largest_initializer(path, scale: float = 0.05) -> None:
+    """Add noise to the largest weight tensor of the ONNX graph at ``path`` (a deliberately broken export)."""
+    m = onnx.load(str(path))
+    init = max(m.graph.initializer, key=lambda t: int(np.prod(t.dims)))
+    w = numpy_helper.to_array(init)
+    noisy = (w + scale * np.random.default_rng(0).standard_normal(w.shape)).astype(w.dtype)
+    init.CopyFrom(numpy_helper.from_array(noisy, init.name))
+    onnx.save(m, str(path))
+
+
+def test_fp32_export_folder_passes_parity_and_a_perturbed_graph_is_refused(tmp_path):
+    model, batches = _model_and_batches()
+    meta = write_export(model, tmp_path / "exp", example=batches[0][0][:2], parity_batches=batches,
+                        source={"model_sha256": "0" * 64})
+    assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == [EXPORT_META, "model.onnx"]
+    saved = json.loads((tmp_path / "exp" / EXPORT_META).read_text())
+    assert saved == json.loads(json.dumps(meta))
+    assert saved["classes"] == CLASSES and saved["int8"] is False and saved["output"] == "logits"
+    assert saved["preprocessing"]["image_size"] == 28 and saved["inputs"][0]["shape"] == ["batch", 3, 28, 28]
+    assert saved["parity"]["fp32"]["max_abs_diff"] <= 1e-4
+    assert saved["parity"]["fp32"]["top1_agreement"] == 1.0
+
+    path = tmp_path / "exp" / "model.onnx"
+    names = input_names_of(path)
+    assert names == ["x"]
+    again = parity(model, path, names, batches, int8=False)
+    assert again["max_abs_diff"] <= 1e-4
+    _perturb_largest_initializer(path)
+    with pytest.raises(RunError, match="does not match the PyTorch model"):
+        parity(model, path, names, batches, int8=False)
+
+
+def test_int8_settings_refused_or_warned():
+    with pytest.raises(ConfigError, match="calibration method 'histogram' is unknown"):
+        check_quantization("histogram", True)
+    with pytest.warns(UserWarning, match="Per-tensor int8 weights lost"):
+        check_quantization("minmax", False)
