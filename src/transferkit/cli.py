@@ -8,6 +8,7 @@
     transferkit compare CONFIG.yaml --methods source-only,dann,cdan --seeds 3 [--embedding tsne|pca|none]
     transferkit export RUN --format onnx [--int8] --out DIR
     transferkit compress RUN --prune 0.5 --recover-epochs 3 --int8 --out DIR
+    transferkit serve RUN_OR_EXPORT [--host 127.0.0.1] [--port 8000] [--max-batch 32] [--no-batching]
     transferkit cache list | clear
     transferkit convert model.onnx|model.keras --out model.safetensors [--data animal-mnist]
     transferkit distil CONFIG.yaml [--set model.method_params.teacher=runs/teacher ...]
@@ -115,6 +116,18 @@ def _parser() -> argparse.ArgumentParser:
     cp.add_argument("--overwrite", action="store_true", help="replace an existing folder")
 
     _add_compress_parsers(sub)
+    sv = sub.add_parser("serve", help="serve a run, saved model or exported folder over HTTP (FastAPI + uvicorn)")
+    sv.add_argument("model", metavar="RUN_OR_EXPORT", help="a run folder, a folder written by save(), or an export")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    sv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    sv.add_argument("--max-batch", type=_positive_int, default=32,
+                    help="most inputs in one micro-batched forward pass (default 32)")
+    sv.add_argument("--max-wait-ms", type=float, default=5.0,
+                    help="how long a request waits for others to share its forward pass (default 5)")
+    sv.add_argument("--max-request-mb", type=float, default=10.0, help="largest request body in MB (default 10)")
+    sv.add_argument("--top-k", type=_positive_int, default=5, help="classes returned per input (default 5)")
+    sv.add_argument("--no-batching", action="store_true", help="one forward pass per request")
+    sv.add_argument("--trust-code", action="store_true", help=_TRUST_HELP)
 
     c = sub.add_parser("cache", help="list or clear the feature cache ($TRANSFERKIT_CACHE_DIR)")
     cache_sub = c.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -578,6 +591,16 @@ def _compress(args: argparse.Namespace) -> int:
 
 _COMMANDS["export"] = _export
 _COMMANDS["compress"] = _compress
+def _serve(args: argparse.Namespace) -> int:
+    from .serving import ServeSettings, serve
+
+    settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                             max_request_mb=args.max_request_mb, top_k=args.top_k, batching=not args.no_batching)
+    serve(args.model, host=args.host, port=args.port, settings=settings, trust_code=args.trust_code)
+    return 0
+
+
+_COMMANDS["serve"] = _serve
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
