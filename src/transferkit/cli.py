@@ -6,6 +6,7 @@
     transferkit predict RUN PATH [PATH ...] [--out predictions.csv] [--trust-code]
     transferkit rank --data animal-mnist --backbones mobilenet_v2.imagenet,mobilenet_v2.imagenet@4,timm:resnet18~random
     transferkit compare CONFIG.yaml --methods source-only,dann,cdan --seeds 3 [--embedding tsne|pca|none]
+    transferkit report FOLDER [--out report.html]
     transferkit cache list | clear
     transferkit datasets | backbones | methods
 
@@ -109,6 +110,10 @@ def _parser() -> argparse.ArgumentParser:
     cp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config key, e.g. --set train.epochs=10 (repeatable)")
     cp.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+
+    rp = sub.add_parser("report", help="(re)build report.html of a run or comparison folder from its files")
+    rp.add_argument("folder", help="a run folder (transferkit fit) or a comparison folder (transferkit compare)")
+    rp.add_argument("--out", help="write the report here instead of FOLDER/report.html")
 
     c = sub.add_parser("cache", help="list or clear the feature cache ($TRANSFERKIT_CACHE_DIR)")
     cache_sub = c.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -411,6 +416,18 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 _COMMANDS["compare"] = _compare
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import REPORT, write_report
+
+    out = _output(args.out if args.out else Path(args.folder) / REPORT, "file")
+    path = write_report(args.folder, out)
+    print(f"report: {path} ({path.stat().st_size / 1000:.0f} kB)")
+    return 0
+
+
+_COMMANDS["report"] = _report
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
