@@ -239,7 +239,7 @@ def wrong(ctx: Any) -> str | None:
             f'<div class="example">{body}<div>true: {name(ex.get("true"))}</div>'
             f'<div class="bad">predicted: {name(ex.get("predicted"))} ({esc(pct(ex.get("confidence")))})</div>'
             f'<div>p(true) = {esc(pct(ex.get("true_probability")))}</div>'
-            f'<div>#{int(ex.get("index", -1))}</div>{src}</div>')
+            f'<div>{esc(data.get("split", ""))} #{int(ex.get("index", -1))}</div>{src}</div>')
     return head + f'<div class="examples">{"".join(cards)}</div>'
 
 
