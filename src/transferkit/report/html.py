@@ -60,7 +60,7 @@ def pct(value: Any, digits: int = 1) -> str:
         v = float(value)
     except (TypeError, ValueError):
         return "—"
-    return f"{100 * v:.{digits}f} %" if math.isfinite(v) else "—"
+    return f"{100 * v:.{digits}f}\u00a0%" if math.isfinite(v) else "—"  # no break before the sign
 
 
 def _cell(value: Any, tag: str) -> str:
@@ -163,7 +163,8 @@ figcaption { color: var(--muted); font-size: .85rem; }
 .example { background: var(--soft); border-radius: 8px; padding: 8px; font-size: .85rem; overflow-wrap: anywhere; }
 .example img { width: 96px; height: auto; image-rendering: pixelated; display: block; margin: 0 auto 6px;
                background: #fff; }
-.example .snippet { font-style: italic; margin-bottom: 6px; max-height: 9em; overflow: auto; }
+.examples.wide { grid-template-columns: repeat(auto-fill, minmax(260px, 1fr)); }
+.example .snippet { font-style: italic; margin-bottom: 6px; }
 .bad { color: #a11d1d; font-weight: 600; }
 .note { color: var(--muted); font-size: .88rem; background: #fff8e6; border-left: 3px solid #e0b040;
         padding: 4px 8px; margin: 6px 0; }
@@ -176,6 +177,7 @@ footer { color: var(--muted); font-size: .8rem; margin-top: 24px; }
   header h1 { font-size: 1.2rem; }
   .cards { grid-template-columns: repeat(2, 1fr); }
   .examples { grid-template-columns: repeat(2, 1fr); }
+  .examples.wide { grid-template-columns: 1fr; }
   th, td { padding: 3px 5px; }
   table.cm tbody th { white-space: normal; max-width: 42vw; overflow-wrap: anywhere; }
 }

@@ -240,7 +240,8 @@ def wrong(ctx: Any) -> str | None:
             f'<div class="bad">predicted: {name(ex.get("predicted"))} ({esc(pct(ex.get("confidence")))})</div>'
             f'<div>p(true) = {esc(pct(ex.get("true_probability")))}</div>'
             f'<div>{esc(data.get("split", ""))} #{int(ex.get("index", -1))}</div>{src}</div>')
-    return head + f'<div class="examples">{"".join(cards)}</div>'
+    wide = " wide" if any("thumbnail" not in ex for ex in examples) else ""  # text snippets need the width
+    return head + f'<div class="examples{wide}">{"".join(cards)}</div>'
 
 
 @section("Configuration", kinds=("run", "compare"), order=80, anchor="config")
