@@ -9,6 +9,7 @@
     transferkit export RUN --format onnx [--int8] --out DIR
     transferkit compress RUN --prune 0.5 --recover-epochs 3 --int8 --out DIR
     transferkit serve RUN_OR_EXPORT [--host 127.0.0.1] [--port 8000] [--max-batch 32] [--no-batching]
+    transferkit report FOLDER [--out report.html]
     transferkit cache list | clear
     transferkit convert model.onnx|model.keras --out model.safetensors [--data animal-mnist]
     transferkit distil CONFIG.yaml [--set model.method_params.teacher=runs/teacher ...]
@@ -128,6 +129,9 @@ def _parser() -> argparse.ArgumentParser:
     sv.add_argument("--top-k", type=_positive_int, default=5, help="classes returned per input (default 5)")
     sv.add_argument("--no-batching", action="store_true", help="one forward pass per request")
     sv.add_argument("--trust-code", action="store_true", help=_TRUST_HELP)
+    rp = sub.add_parser("report", help="(re)build report.html of a run or comparison folder from its files")
+    rp.add_argument("folder", help="a run folder (transferkit fit) or a comparison folder (transferkit compare)")
+    rp.add_argument("--out", help="write the report here instead of FOLDER/report.html")
 
     c = sub.add_parser("cache", help="list or clear the feature cache ($TRANSFERKIT_CACHE_DIR)")
     cache_sub = c.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -601,6 +605,16 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 _COMMANDS["serve"] = _serve
+def _report(args: argparse.Namespace) -> int:
+    from .report import REPORT, write_report
+
+    out = _output(args.out if args.out else Path(args.folder) / REPORT, "file")
+    path = write_report(args.folder, out)
+    print(f"report: {path} ({path.stat().st_size / 1000:.0f} kB)")
+    return 0
+
+
+_COMMANDS["report"] = _report
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

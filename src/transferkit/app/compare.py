@@ -173,6 +173,9 @@ def _compare_in(folder: Any, cfg: RunConfig, methods: list[str], seeds: list[int
         embedding_png(panels, work / "embedding.png",
                       title=f"{embedding.upper()} of {cfg.data.name or cfg.data.path} -> "
                             f"{cfg.target.name or cfg.target.path} features")
+    from ..report import finish_compare_folder
+
+    finish_compare_folder(work, device=cfg.train.device)  # the report hook: environment.json, report.html
     out = folder.finalize()
     return CompareResult(out, runs, summary, table)
 

@@ -104,7 +104,7 @@ def _fit_in(folder: Any, cfg: RunConfig, *, resume: bool, main: bool, after_writ
     if not main:
         return RunResult(folder.out, {}, {})
 
-    metrics = _evaluate_splits(est, splits, target)
+    metrics, probas = _evaluate_splits(est, splits, target)
     summary = _write_run_files(work, est, metrics, cfg, sizes, t0)
     if after_write is not None:
         extra = after_write(work, est, splits, metrics)
@@ -113,27 +113,42 @@ def _fit_in(folder: Any, cfg: RunConfig, *, resume: bool, main: bool, after_writ
 
             summary.update(extra)
             write_json(work / "summary.json", summary)
+    _write_report(work, est, splits, probas, cfg)
     out = folder.finalize()
     log(f"trained in {t_train:.0f} s; run folder: {out}")
     compact = {k: {m: v for m, v in d.items() if m != "confusion_matrix"} for k, d in metrics.items()}
     return RunResult(out, compact, summary)
 
 
-def _evaluate_splits(est: Any, splits: Any, target: Any) -> dict[str, dict[str, Any]]:
-    """Metrics on the source val/test splits (train when neither exists) and the labelled target val/test."""
+def _evaluate_splits(est: Any, splits: Any, target: Any) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Metrics on the source val/test splits (train when neither exists) and the labelled target val/test, and the
+    predicted probabilities of the source splits (the report keeps the evaluated split's)."""
+    from ..evaluate.metrics import classification_metrics
+
     metrics: dict[str, dict[str, Any]] = {}
-    for name, ds in (("val", splits.val), ("test", splits.test)):
-        if ds is not None and len(ds):
-            metrics[name] = est.evaluate(ds)
-    if not metrics:
-        metrics["train"] = est.evaluate(splits.train)
+    probas: dict[str, Any] = {}
+    present = [(n, d) for n, d in (("val", splits.val), ("test", splits.test)) if d is not None and len(d)]
+    for name, ds in present or [("train", splits.train)]:
+        # what est.evaluate(ds) does (the splits share the model's classes), keeping the probabilities
+        probas[name] = est.predict_proba(ds, cache=True)
+        metrics[name] = classification_metrics(ds.labels, probas[name], est.classes_)
     if target is not None:
         for name, ds in (("target_val", target.val), ("target_test", target.test)):
             if ds is not None and len(ds) and ds.is_labelled:
                 metrics[name] = est.evaluate(ds)
         if "target_test" in metrics:
             log(f"target test accuracy: {metrics['target_test']['accuracy']:.4f}")
-    return metrics
+    return metrics, probas
+
+
+def _write_report(work: Path, est: Any, splits: Any, probas: dict[str, Any], cfg: RunConfig) -> None:
+    """The report hook: record the shown split's predictions (a few thumbnails) and the environment, write
+    ``report.html`` (see :mod:`transferkit.report`)."""
+    from ..report import finish_run_folder
+
+    shown = "test" if "test" in probas else next(iter(probas))
+    finish_run_folder(work, split=shown, dataset=getattr(splits, shown), proba=probas[shown], classes=est.classes_,
+                      device=cfg.train.device)
 
 
 def _write_run_files(work: Path, est: Any, metrics: dict[str, dict[str, Any]], cfg: RunConfig,
