@@ -33,7 +33,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
-import math
 import shutil
 import sys
 import time
@@ -305,6 +304,7 @@ def _boosting(params: dict[str, Any], splits: Any, k: int) -> tuple[list[Any], l
     """AdaBoost-SAMME over fits trained with the loop's sample weights (see the module docstring)."""
     from ..api import TransferClassifier
     from ..config import split_hyperparameters
+    from ..ensemble.combine import samme_step
     from ..pipeline import FitPipeline
 
     train = splits.train
@@ -318,14 +318,13 @@ def _boosting(params: dict[str, Any], splits: Any, k: int) -> tuple[list[Any], l
         prepared.sample_weights = w * n  # mean 1: the loop draws rows in proportion to them
         est = TransferClassifier.from_fitted(pipe.run(prepared))
         miss = est.predict_proba(train, cache=False).argmax(1) != train.labels
-        err = float(w[miss].sum() / w.sum())
+        err, alpha, new_w = samme_step(w, miss, n_classes)
         if err >= 1.0 - 1.0 / n_classes:
             _log(f"[boost {m + 1}/{k}] weighted error {err:.3f} is no better than chance; stopping")
             if not ests:
                 ests, alphas = [est], [1.0]
             trace.append({"round": m + 1, "weighted_error": err, "alpha": None})
             break
-        alpha = math.log((1.0 - max(err, 1e-10)) / max(err, 1e-10)) + math.log(n_classes - 1)
         ests.append(est)
         alphas.append(alpha)
         trace.append({"round": m + 1, "weighted_error": err, "alpha": alpha})
@@ -333,8 +332,7 @@ def _boosting(params: dict[str, Any], splits: Any, k: int) -> tuple[list[Any], l
         if err == 0.0:
             _log("a perfect fit of the weighted training data: later rounds would repeat it; stopping")
             break
-        w = w * np.exp(alpha * miss)
-        w /= w.sum()
+        w = new_w
     if len(ests) < 2:
         raise DataError(f"Boosting kept {len(ests)} member(s) (see the weighted errors: {trace}); a fit that is "
                         "perfect on the training data or no better than chance leaves nothing to boost. Use fewer "
@@ -375,7 +373,9 @@ def _snapshots(params: dict[str, Any], splits: Any, k: int, *, swa: bool
         est.model_ = model.eval()
         ests.append(est)
         names.append(f"epoch-{first + i}")
-    extra: dict[str, Any] = {"epochs": [first + i for i in range(len(states))], "best_epoch": fitted.result.best_epoch}
+    kept = fitted.history[first - 1:]
+    extra: dict[str, Any] = {"epochs": [first + i for i in range(len(states))], "best_epoch": fitted.result.best_epoch,
+                             "val_accuracy_per_epoch": [row.get("val_accuracy") for row in kept]}
     swa_est = None
     if swa:
         pre = final.preprocessing

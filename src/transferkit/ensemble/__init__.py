@@ -13,8 +13,8 @@ it to dispatch on the folder kind) and imports nothing above the fit pipeline.
 
 from __future__ import annotations
 
-from .combine import HOWS, Stacker, average, combine, disagreement, vote
+from .combine import HOWS, Stacker, average, disagreement, vote
 from .folder import ENSEMBLE_KIND, ENSEMBLE_META, EnsembleClassifier, FolderKind, is_ensemble_folder, load_ensemble
 
-__all__ = ["HOWS", "Stacker", "average", "combine", "disagreement", "vote", "ENSEMBLE_KIND", "ENSEMBLE_META",
+__all__ = ["HOWS", "Stacker", "average", "disagreement", "vote", "ENSEMBLE_KIND", "ENSEMBLE_META",
            "EnsembleClassifier", "FolderKind", "is_ensemble_folder", "load_ensemble"]
