@@ -109,6 +109,9 @@ def _parser() -> argparse.ArgumentParser:
     cp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config key, e.g. --set train.epochs=10 (repeatable)")
     cp.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+    cp.add_argument("--jobs", type=_positive_int, default=1, help="run the methods x seeds fits in N processes")
+    cp.add_argument("--backend", default="local", choices=["local", "ray"],
+                    help="where parallel fits run: local processes, or a Ray cluster (pip install ray)")
 
     en = sub.add_parser("ensemble", help="combine finished runs, or train an ensemble, into one model folder")
     en.add_argument("runs", nargs="*", help="finished run folders to combine (with --how)")
@@ -428,7 +431,8 @@ def _compare(args: argparse.Namespace) -> int:
     cfg = apply_overrides(cfg, overrides)
     _output(cfg.out, "folder", what="comparison folder")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    result = run_compare(cfg, methods, list(range(args.seeds)), embedding=args.embedding)
+    result = run_compare(cfg, methods, list(range(args.seeds)), embedding=args.embedding, jobs=args.jobs,
+                         backend=args.backend)
     print(result.table)
     print(f"comparison folder: {result.out}")
     return 0
