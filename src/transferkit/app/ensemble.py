@@ -144,7 +144,7 @@ def _soup(folder: Any, config: dict[str, Any], members: list[Any], names: list[s
             raise ConfigError(f"The greedy soup would choose and be measured on the same split ({split}); choose on "
                               "another split (--fit-split val).")
         fit_ds = probe.labelled(fit_ds)
-        model, chosen, trace = greedy_soup(models, names, lambda m: _accuracy(m, fit_ds))
+        model, chosen, trace = greedy_soup(models, names, lambda m: _accuracy(members[0], m, fit_ds))
         extra = {"chosen_on": f"{fit_split} split ({len(fit_ds)} examples)", "greedy_trace": trace}
     soup = copy.copy(members[chosen[0]])
     soup.model_ = model
@@ -158,11 +158,12 @@ def _soup(folder: Any, config: dict[str, Any], members: list[Any], names: list[s
     return EnsembleResult(out, report, _table(report))
 
 
-def _accuracy(model: Any, ds: Any) -> float:
-    from ..train.inference import predict_logits
-
-    logits = predict_logits(model, ds, batch_size=256, device="cpu")
-    return float(np.mean(logits.argmax(1) == ds.labels))
+def _accuracy(like: Any, model: Any, ds: Any) -> float:
+    """Accuracy of ``model`` on ``ds``, predicting as the estimator ``like`` does (a frozen backbone through the
+    feature cache, so a greedy soup of heads on one frozen backbone extracts the features once)."""
+    est = copy.copy(like)
+    est.model_ = model
+    return float(np.mean(est.predict_proba(ds, cache=True).argmax(1) == ds.labels))
 
 
 def _refuse_training_overlap(runs: list[Path], names: list[str], fit_ds: Any, fit_split: str) -> None:

@@ -50,7 +50,9 @@ def average_states(states: Sequence[dict[str, torch.Tensor]], weights: Sequence[
     w = w / w.sum()
     out = {}
     for k, v in states[0].items():
-        if v.is_floating_point():
+        if all(s[k] is v or torch.equal(s[k], v) for s in states[1:]):
+            out[k] = v.clone()  # shared by all (a frozen backbone): bit for bit, so its cached features still fit
+        elif v.is_floating_point():
             acc = sum(float(wi) * s[k].detach().to(torch.float64) for wi, s in zip(w, states, strict=True))
             out[k] = acc.to(v.dtype)
         else:
