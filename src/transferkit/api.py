@@ -35,7 +35,12 @@ import numpy as np
 from .config import ModelConfig, TrainConfig, hyperparameter_names, split_hyperparameters
 from .data.base import Dataset
 from .data.coerce import as_dataset, remap_labels
+from .ensemble.folder import ENSEMBLE_KIND, FolderKind
 from .errors import DataError, RunError
+
+#: Kinds of model folder other than one TransferModel, tried in order by :meth:`TransferClassifier.load` (a hook:
+#: each kind says whether it claims a folder and loads it, with this class's ``load`` for the models inside).
+FOLDER_KINDS: list[FolderKind] = [ENSEMBLE_KIND]
 
 
 class TransferClassifier:
@@ -185,6 +190,9 @@ class TransferClassifier:
     def load(cls, folder: str | Path, *, trust_code: bool = False) -> TransferClassifier:
         """Rebuild a fitted estimator from a folder written by :meth:`save` or a finished run folder.
 
+        A folder of another kind in :data:`FOLDER_KINDS` (an ensemble folder) loads as that kind's estimator, which
+        predicts, evaluates and saves like this one.
+
         A model folder is data and may come from anyone: loading it never imports or runs code it names. A model
         whose backbone is your own ``module:`` factory needs ``trust_code=True``, which imports and calls that
         factory (and lets a later ``fit()`` of the loaded estimator do so); pass it only for a folder from a
@@ -197,6 +205,9 @@ class TransferClassifier:
 
         from .model import MODEL_META, load_model
 
+        for kind in FOLDER_KINDS:
+            if kind.claims(folder):
+                return kind.load(folder, cls.load, trust_code=trust_code)
         model = load_model(folder, trust_code=trust_code)
         meta = json.loads((Path(folder) / MODEL_META).read_text())
         known = set(hyperparameter_names())

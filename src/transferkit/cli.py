@@ -115,6 +115,33 @@ def _parser() -> argparse.ArgumentParser:
     cp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config key, e.g. --set train.epochs=10 (repeatable)")
     cp.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+    cp.add_argument("--jobs", type=_positive_int, default=1, help="run the methods x seeds fits in N processes")
+    cp.add_argument("--backend", default="local", choices=["local", "ray"],
+                    help="where parallel fits run: local processes, or a Ray cluster (pip install ray)")
+
+    en = sub.add_parser("ensemble", help="combine finished runs, or train an ensemble, into one model folder")
+    en.add_argument("runs", nargs="*", help="finished run folders to combine (with --how)")
+    en.add_argument("--how", choices=["average", "vote", "stack", "uniform-soup", "greedy-soup"],
+                    help="how to combine the runs (stack and greedy-soup fit on --fit-split)")
+    en.add_argument("--data", help="the labelled data the runs were trained for: the report's --split and the "
+                                   "stacker's --fit-split come from it")
+    en.add_argument("--split", default="test", choices=["val", "test"], help="split the report is measured on")
+    en.add_argument("--fit-split", default="val", choices=["train", "val", "test"],
+                    help="held-out split a stacker or greedy soup is fitted on (default val; never train)")
+    en.add_argument("--weights", metavar="W1,W2,...", help="one weight per run for --how average or vote")
+    en.add_argument("--config", help="a YAML run configuration to train an ensemble from (with --strategy)")
+    en.add_argument("--strategy", choices=["bagging", "boosting", "snapshot", "swa"],
+                    help="train an ensemble from --config: bagging, boosting (AdaBoost-SAMME), snapshot or swa")
+    en.add_argument("--members", type=_positive_int, default=5, help="members to train (default 5)")
+    en.add_argument("--no-bootstrap", action="store_true", help="bagging: every member sees all the data")
+    en.add_argument("--jobs", type=_positive_int, default=1, help="independent fits run in N parallel processes")
+    en.add_argument("--backend", default="local", choices=["local", "ray"],
+                    help="where parallel fits run: local processes, or a Ray cluster (pip install ray)")
+    en.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config key of --config (repeatable)")
+    en.add_argument("--out", required=True, help="the ensemble folder to write")
+    en.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+    en.add_argument("--trust-code", action="store_true", help=_TRUST_HELP)
 
     _add_compress_parsers(sub)
     sv = sub.add_parser("serve", help="serve a run, saved model or exported folder over HTTP (FastAPI + uvicorn)")
@@ -432,7 +459,8 @@ def _compare(args: argparse.Namespace) -> int:
     cfg = apply_overrides(cfg, overrides)
     _output(cfg.out, "folder", what="comparison folder")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    result = run_compare(cfg, methods, list(range(args.seeds)), embedding=args.embedding)
+    result = run_compare(cfg, methods, list(range(args.seeds)), embedding=args.embedding, jobs=args.jobs,
+                         backend=args.backend)
     print(result.table)
     print(f"comparison folder: {result.out}")
     return 0
@@ -615,6 +643,45 @@ def _report(args: argparse.Namespace) -> int:
 
 
 _COMMANDS["report"] = _report
+def _ensemble(args: argparse.Namespace) -> int:
+    """Thin layer over :mod:`transferkit.app.ensemble`: combine runs (``--how``) or train one (``--strategy``)."""
+    from .app.ensemble import ensemble_runs, train_ensemble
+    from .errors import ConfigError
+
+    if bool(args.runs) == bool(args.config):
+        raise ConfigError("Give either run folders with --how, or --config with --strategy, to `transferkit "
+                          "ensemble`.")
+    if args.runs:
+        if args.how is None or args.data is None:
+            raise ConfigError("Combining runs needs --how (average, vote, stack, uniform-soup, greedy-soup) and "
+                              "--data (the data set they were trained on).")
+        weights = None
+        if args.weights:
+            try:
+                weights = [float(w) for w in args.weights.split(",")]
+            except ValueError:
+                raise ConfigError(f"--weights must be numbers separated by commas, got '{args.weights}'.") from None
+        _output(args.out, "folder", what="ensemble folder")
+        result = ensemble_runs(args.runs, how=args.how, out=args.out, data=args.data, split=args.split,
+                               fit_split=args.fit_split, weights=weights, overwrite=args.overwrite,
+                               trust_code=args.trust_code)
+    else:
+        from .config import apply_overrides, load_yaml
+
+        if args.strategy is None:
+            raise ConfigError("Training an ensemble from --config needs --strategy (bagging, boosting, snapshot, "
+                              "swa).")
+        overrides = [*args.overrides, ("out", args.out)] + (["overwrite=true"] if args.overwrite else [])
+        cfg = apply_overrides(load_yaml(args.config), overrides)
+        _output(cfg.out, "folder", what="ensemble folder")
+        result = train_ensemble(cfg, args.strategy, members=args.members, jobs=args.jobs, backend=args.backend,
+                                bootstrap=not args.no_bootstrap)
+    print(result.table)
+    print(f"ensemble folder: {result.out}")
+    return 0
+
+
+_COMMANDS["ensemble"] = _ensemble
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

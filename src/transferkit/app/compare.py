@@ -34,6 +34,7 @@ import numpy as np
 
 from ..config import RunConfig
 from ..errors import ConfigError, DataError
+from .parallel import check_backend, run_parallel
 
 #: Target-label-free validators looked for in the history; keys with "loss" are minimised.
 VALIDATORS = ("val_accuracy", "iw_val_accuracy", "iw_val_loss", "dev_val_loss", "snd", "im")
@@ -85,8 +86,13 @@ def run_compare(
     embedding: str = "tsne",
     max_points: int = 400,
     progress: bool = True,
+    jobs: int = 1,
+    backend: str = "local",
 ) -> CompareResult:
     """Train every method with every seed on ``cfg``'s source/target pair and write the comparison run folder.
+
+    The methods x seeds fits are independent: ``jobs > 1`` runs them in that many processes (``backend`` local or
+    ray, see :mod:`transferkit.app.parallel`); the results are the same as one after the other.
 
     The folder is locked for the whole comparison and created only after the settings and the data passed their
     checks; a user error later removes it (see :class:`~transferkit.app.runs.RunFolder`).
@@ -99,17 +105,17 @@ def run_compare(
         raise ConfigError("Give at least one method to compare, e.g. --methods source-only,dann.")
     if embedding not in ("tsne", "pca", "none"):
         raise ConfigError(f"Unknown embedding '{embedding}'; use tsne, pca or none.")
+    check_backend(backend, jobs)
     folder = RunFolder(cfg.out, overwrite=cfg.overwrite)
     with folder.hold():
         return _compare_in(folder, cfg, methods, seeds, embedding=embedding, max_points=max_points,
-                           progress=progress)
+                           progress=progress, jobs=jobs, backend=backend)
 
 
 def _compare_in(folder: Any, cfg: RunConfig, methods: list[str], seeds: list[int], *, embedding: str,
-                max_points: int, progress: bool) -> CompareResult:
+                max_points: int, progress: bool, jobs: int = 1, backend: str = "local") -> CompareResult:
     """:func:`run_compare` inside the folder's lock: check, load, create the folder, train, write."""
-    from ..adaptation.divergence import a_distance, embed_2d, model_features
-    from ..api import TransferClassifier
+    from ..adaptation.divergence import embed_2d
     from ..data import load_data
     from ..io import write_json, write_text
     from ..methods import create_method
@@ -133,32 +139,27 @@ def _compare_in(folder: Any, cfg: RunConfig, methods: list[str], seeds: list[int
     runs: list[dict[str, Any]] = []
     panels: list[dict[str, Any]] = []
     total = len(methods) * len(seeds)
-    for method in methods:
-        for seed in seeds:
-            t0 = time.perf_counter()
-            est = TransferClassifier(**{**base_params, "method": method, "seed": seed})
-            est.fit(source, target=target)
-            row: dict[str, Any] = {"method": method, "seed": seed}
-            if target_eval is not None:
-                row["target_accuracy"] = est.evaluate(target_eval)["accuracy"]
-            if source.test is not None:
-                row["source_accuracy"] = est.evaluate(source.test)["accuracy"]
-            fs, ys = model_features(est.model_, source.test or source.train, max_samples=max_points, seed=seed)
-            ft, yt = model_features(est.model_, target.test or target.train, max_samples=max_points, seed=seed)
-            row["a_distance"] = a_distance(fs, ft, seed=seed)
-            row["best_epoch"] = est.fit_result_.best_epoch
-            row["validators"] = validator_choices(est.history_)
-            row["seconds"] = time.perf_counter() - t0
-            runs.append(row)
-            shown = f"target {row['target_accuracy']:.4f}" if "target_accuracy" in row else "no target labels"
-            if progress:
-                _log(f"[{len(runs)}/{total}] {method} seed {seed}: {shown}, A-distance {row['a_distance']:.2f} "
-                     f"({row['seconds']:.0f} s)")
-            if embedding != "none" and seed == seeds[0]:
-                zs, zt = embed_2d(fs, ft, method=embedding, seed=seed)
-                what = "before adaptation: " if method == BASELINE else ""
-                panels.append({"title": f"{what}{method} (A-dist {row['a_distance']:.2f})", "source": zs,
-                               "target": zt, "source_labels": ys, "target_labels": yt})
+    calls = [{"params": {**base_params, "method": method, "seed": seed}, "source": source, "target": target,
+              "target_eval": target_eval, "max_points": max_points} for method in methods for seed in seeds]
+
+    finished: list[int] = []
+
+    def done(i: int, result: tuple[dict[str, Any], Any]) -> None:
+        row = result[0]
+        finished.append(i)
+        shown = f"target {row['target_accuracy']:.4f}" if "target_accuracy" in row else "no target labels"
+        if progress:
+            _log(f"[{len(finished)}/{total}] {row['method']} seed {row['seed']}: {shown}, A-distance "
+                 f"{row['a_distance']:.2f} ({row['seconds']:.0f} s)")
+
+    for row, (fs, ft, ys, yt) in run_parallel(compare_one, calls, jobs=jobs, backend=backend, on_done=done):
+        runs.append(row)
+        method, seed = row["method"], row["seed"]
+        if embedding != "none" and seed == seeds[0]:
+            zs, zt = embed_2d(fs, ft, method=embedding, seed=seed)
+            what = "before adaptation: " if method == BASELINE else ""
+            panels.append({"title": f"{what}{method} (A-dist {row['a_distance']:.2f})", "source": zs,
+                           "target": zt, "source_labels": ys, "target_labels": yt})
 
     summary = summarise(runs)
     table = summary_markdown(summary, cfg.train.monitor)
@@ -178,6 +179,30 @@ def _compare_in(folder: Any, cfg: RunConfig, methods: list[str], seeds: list[int
     finish_compare_folder(work, device=cfg.train.device)  # the report hook: environment.json, report.html
     out = folder.finalize()
     return CompareResult(out, runs, summary, table)
+
+
+def compare_one(params: dict[str, Any], source: Any, target: Any, target_eval: Any, max_points: int
+                ) -> tuple[dict[str, Any], tuple[Any, Any, Any, Any]]:
+    """One method and seed of a comparison (a parallel worker's job): fit, score, and the features of the plot."""
+    from ..adaptation.divergence import a_distance, model_features
+    from ..api import TransferClassifier
+
+    t0 = time.perf_counter()
+    method, seed = params["method"], params["seed"]
+    est = TransferClassifier(**params)
+    est.fit(source, target=target)
+    row: dict[str, Any] = {"method": method, "seed": seed}
+    if target_eval is not None:
+        row["target_accuracy"] = est.evaluate(target_eval)["accuracy"]
+    if source.test is not None:
+        row["source_accuracy"] = est.evaluate(source.test)["accuracy"]
+    fs, ys = model_features(est.model_, source.test or source.train, max_samples=max_points, seed=seed)
+    ft, yt = model_features(est.model_, target.test or target.train, max_samples=max_points, seed=seed)
+    row["a_distance"] = a_distance(fs, ft, seed=seed)
+    row["best_epoch"] = est.fit_result_.best_epoch
+    row["validators"] = validator_choices(est.history_)
+    row["seconds"] = time.perf_counter() - t0
+    return row, (fs, ft, ys, yt)
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:

@@ -19,6 +19,7 @@ the methods that reads a method's class flags.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,8 +123,13 @@ class FitPipeline:
             prepared.selection_seconds = plan.selection_seconds
         return prepared
 
-    def run(self, p: PreparedFit, *, checkpoint_dir: str | Path | None = None, resume: bool = False) -> FittedModel:
-        """Train what :meth:`prepare` built and return the model at its chosen epoch (see the module docstring)."""
+    def run(self, p: PreparedFit, *, checkpoint_dir: str | Path | None = None, resume: bool = False,
+            on_epoch_end: Callable[[dict[str, Any]], None] | None = None) -> FittedModel:
+        """Train what :meth:`prepare` built and return the model at its chosen epoch (see the module docstring).
+
+        ``on_epoch_end(row)`` is the loop's hook after every epoch (``p.model`` then holds that epoch's weights:
+        snapshot ensembles and SWA read them); a closed-form fit has no epochs and never calls it.
+        """
         import torch
 
         model, method = p.model, p.method
@@ -140,7 +146,7 @@ class FitPipeline:
         if result is None:
             from ..train.loop import run as run_loop  # imported only by fits that train: a probe needs none of it
 
-            result = run_loop(ctx, method, method.training_data(ctx))
+            result = run_loop(ctx, method, method.training_data(ctx), on_epoch_end=on_epoch_end)
         ctx.model.load_state_dict(result.best_state)
         if p.selection_seconds is not None:
             result.extra["domain_classifier_seconds"] = p.selection_seconds

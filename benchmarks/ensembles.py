@@ -1,0 +1,201 @@
+"""Ensembles of transfer runs (issue 15's must-shows), mean +- sample std over seeds, on Rotten Tomatoes.
+
+Protocol. For each seed ``s`` the training split is a random ``--train-size`` subset drawn with
+``data.split_seed = s`` (the fixed val and test splits stay), and every run uses ``train.seed = s``; all figures are
+test accuracy / ECE (15 bins) on the fixed test split (1,275 reviews), so differences are paired over seeds.
+
+A. Stacking of three existing runs on different backbones/methods: ``minilm-l6`` + ``probe`` (logistic regression on
+   frozen features), ``bow-hash`` + ``probe`` (hashed bag of words), ``minilm-l6`` + ``mlp-head``. The stacker is fitted
+   on the members' val-split probabilities (``transferkit ensemble ... --how stack``); the average is shown too.
+   "Gain" is the paired per-seed difference to the member that is best on the test split (the hardest baseline).
+B. Greedy soup (Wortsman et al. 2022) of ``--soup-members`` ``minilm-l6`` + ``mlp-head`` runs that share the source and
+   the seeded head initialisation and differ in learning rate, chosen on val, against the best single member chosen
+   on val (what a user would deploy) and the best member on test; one model's prediction cost.
+C. Bagging (``--members`` fits on bootstrap samples) and boosting (AdaBoost-SAMME with the loop's sample weights), each
+   member ``--member-epochs`` epochs, against one run of ``members x member-epochs`` epochs (the same training
+   budget): ``bow-hash`` + ``finetune`` with an MLP head (the hashed features have no weights; the loop trains the
+   head, so boosting can weight rows).
+
+    .venv/bin/python benchmarks/ensembles.py                      # 3 seeds, all parts
+    .venv/bin/python benchmarks/ensembles.py --parts A --seeds 0 1 2 3 4
+
+Frozen MiniLM features are cached (``$TRANSFERKIT_CACHE_DIR``), so val/test are extracted once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, table  # noqa: E402
+
+from transferkit.api import TransferClassifier  # noqa: E402
+from transferkit.app.ensemble import ensemble_runs, train_ensemble  # noqa: E402
+from transferkit.app.fit import run_fit  # noqa: E402
+from transferkit.config import RunConfig, apply_overrides  # noqa: E402
+from transferkit.data import load_data  # noqa: E402
+from transferkit.evaluate.metrics import expected_calibration_error  # noqa: E402
+
+DATA = "rotten-tomatoes"
+STACK_MEMBERS = {"minilm-probe": ("minilm-l6", "probe", {}), "bow-probe": ("bow-hash", "probe", {}),
+                 "minilm-mlp-head": ("minilm-l6", "mlp-head", {"train.epochs": 20, "train.lr": 1e-3})}
+SOUP_LRS = (3e-4, 1e-3, 3e-3, 1e-2)
+
+
+def _cfg(out: Path, seed: int, train_size: int, backbone: str, method: str, extra: dict[str, Any]) -> RunConfig:
+    sets = {"data.name": DATA, "data.train_size": train_size, "data.split_seed": seed, "model.backbone": backbone,
+            "model.method": method, "train.seed": seed, "train.progress": False, "out": str(out), **extra}
+    return apply_overrides(RunConfig(), list(sets.items()))
+
+
+def _pm(values: list[float], scale: float = 100.0) -> str:
+    m = statistics.fmean(values) * scale
+    return f"{m:.2f} ± {statistics.stdev(values) * scale:.2f}" if len(values) > 1 else f"{m:.2f}"
+
+
+def _gain(values: list[float]) -> str:
+    """Mean +- std of paired differences, and whether the mean exceeds two standard errors."""
+    if len(values) < 2:
+        return _pm(values)
+    se = statistics.stdev(values) / len(values) ** 0.5
+    verdict = "beyond noise" if abs(statistics.fmean(values)) > 2 * se else "within noise"
+    return f"{_pm(values)} ({verdict})"
+
+
+def part_a(root: Path, seeds: list[int], train_size: int) -> tuple[str, list[dict[str, Any]]]:
+    rows = []
+    for s in seeds:
+        runs = []
+        for name, (backbone, method, extra) in STACK_MEMBERS.items():
+            runs.append(run_fit(_cfg(root / f"a{s}-{name}", s, train_size, backbone, method, extra)).out)
+        st = ensemble_runs(runs, how="stack", out=root / f"a{s}-stack", data=_cfg(root, s, train_size, "x", "probe",
+                                                                                   {}).data).report
+        av = ensemble_runs(runs, how="average", out=root / f"a{s}-avg", data=_cfg(root, s, train_size, "x", "probe",
+                                                                                  {}).data).report
+        members = {m["name"].split("-", 1)[1]: m for m in st["members"]}
+        best = max(m["accuracy"] for m in members.values())
+        rows.append({"seed": s, **{f"{k}_acc": v["accuracy"] for k, v in members.items()}, "best_member_acc": best,
+                     "stack_acc": st["ensemble"]["accuracy"], "average_acc": av["ensemble"]["accuracy"],
+                     "stack_ece": st["ensemble"]["ece"], "best_member_ece": min(m["ece"] for m in members.values()),
+                     "disagreement": st["disagreement"]})
+        print(f"A seed {s}: {json.dumps(rows[-1])}", file=sys.stderr, flush=True)
+    col = lambda k: [r[k] for r in rows]  # noqa: E731
+    body = [[name, _pm(col(f"{name}_acc")), "", ""] for name in STACK_MEMBERS]
+    body += [["best member (on test)", _pm(col("best_member_acc")), "", ""],
+             ["average of the three", _pm(col("average_acc")),
+              _gain([a - b for a, b in zip(col("average_acc"), col("best_member_acc"), strict=True)]), ""],
+             ["stack (LR on val probabilities)", _pm(col("stack_acc")),
+              _gain([a - b for a, b in zip(col("stack_acc"), col("best_member_acc"), strict=True)]),
+              f"{_pm(col('stack_ece'))} (best member's {_pm(col('best_member_ece'))})"]]
+    text = table(["model", "test acc %", "gain vs best member (paired, points)", "ECE %"], body)
+    text += f"\n\nMembers' mean pairwise disagreement: {_pm(col('disagreement'))} % of test reviews."
+    return text, rows
+
+
+def part_b(root: Path, seeds: list[int], train_size: int, lrs: tuple[float, ...]) -> tuple[str, list[dict[str, Any]]]:
+    rows = []
+    for s in seeds:
+        runs = [run_fit(_cfg(root / f"b{s}-lr{lr:g}", s, train_size, "minilm-l6", "mlp-head",
+                             {"train.epochs": 20, "train.lr": lr})).out for lr in lrs]
+        data = _cfg(root, s, train_size, "x", "probe", {}).data
+        g = ensemble_runs(runs, how="greedy-soup", out=root / f"b{s}-greedy", data=data).report
+        u = ensemble_runs(runs, how="uniform-soup", out=root / f"b{s}-uniform", data=data).report
+        val_best = max(g["greedy_trace"], key=lambda t: t["member_accuracy"])["member"]
+        by_name = {m["name"]: m for m in g["members"]}
+        rows.append({"seed": s, "greedy_acc": g["ensemble"]["accuracy"], "uniform_acc": u["ensemble"]["accuracy"],
+                     "val_best_member_acc": by_name[val_best]["accuracy"],
+                     "test_best_member_acc": max(m["accuracy"] for m in g["members"]),
+                     "in_soup": len(g["members_in_soup"]), "greedy_ece": g["ensemble"]["ece"],
+                     "val_best_member_ece": by_name[val_best]["ece"]})
+        print(f"B seed {s}: {json.dumps(rows[-1])}", file=sys.stderr, flush=True)
+    col = lambda k: [r[k] for r in rows]  # noqa: E731
+    paired = lambda a, b: [x - y for x, y in zip(col(a), col(b), strict=True)]  # noqa: E731
+    body = [["best single member (chosen on val)", _pm(col("val_best_member_acc")), "",
+             _pm(col("val_best_member_ece"))],
+            ["best single member (on test, optimistic)", _pm(col("test_best_member_acc")), "", ""],
+            ["uniform soup", _pm(col("uniform_acc")), _gain(paired("uniform_acc", "val_best_member_acc")), ""],
+            [f"greedy soup ({statistics.fmean(col('in_soup')):.1f} of {len(lrs)} members kept)",
+             _pm(col("greedy_acc")), _gain(paired("greedy_acc", "val_best_member_acc")), _pm(col("greedy_ece"))]]
+    return table(["model (one model's prediction cost)", "test acc %", "gain vs val-chosen member (paired)",
+                  "ECE %"], body), rows
+
+
+def part_c(root: Path, seeds: list[int], train_size: int, members: int, member_epochs: int, jobs: int
+           ) -> tuple[str, list[dict[str, Any]]]:
+    rows = []
+    base = {"model.head": "mlp", "model.head_hidden": 128, "train.lr": 3e-3}
+    for s in seeds:
+        t0 = time.perf_counter()
+        single = run_fit(_cfg(root / f"c{s}-single", s, train_size, "bow-hash", "finetune",
+                              {**base, "train.epochs": members * member_epochs}))
+        t_single = time.perf_counter() - t0
+        out = {}
+        for strategy in ("bagging", "boosting"):
+            t0 = time.perf_counter()
+            cfg = _cfg(root / f"c{s}-{strategy}", s, train_size, "bow-hash", "finetune",
+                       {**base, "train.epochs": member_epochs})
+            out[strategy] = (train_ensemble(cfg, strategy, members=members, jobs=jobs).report,
+                             time.perf_counter() - t0)
+        test = single.metrics["test"]
+        est = TransferClassifier.load(single.out)
+        ds = load_data(cfg.data).test
+        single_ece = expected_calibration_error(ds.labels, est.predict_proba(ds))
+        rows.append({"seed": s, "single_acc": test["accuracy"], "single_ece": single_ece, "single_s": t_single,
+                     **{f"{k}_acc": r["ensemble"]["accuracy"] for k, (r, _) in out.items()},
+                     **{f"{k}_ece": r["ensemble"]["ece"] for k, (r, _) in out.items()},
+                     **{f"{k}_s": t for k, (_, t) in out.items()},
+                     "boosting_members": len(out["boosting"][0]["members"])})
+        print(f"C seed {s}: {json.dumps(rows[-1])}", file=sys.stderr, flush=True)
+    col = lambda k: [r[k] for r in rows]  # noqa: E731
+    paired = lambda a: [x - y for x, y in zip(col(a), col("single_acc"), strict=True)]  # noqa: E731
+    body = [[f"single run, {members * member_epochs} epochs", _pm(col("single_acc")), "", _pm(col("single_ece")),
+             f"{statistics.fmean(col('single_s')):.0f}"]]
+    for k in ("bagging", "boosting"):
+        label = f"{k}, {members} x {member_epochs} epochs" + (
+            f" ({statistics.fmean(col('boosting_members')):.1f} members kept)" if k == "boosting" else "")
+        body.append([label, _pm(col(f"{k}_acc")), _gain(paired(f"{k}_acc")), _pm(col(f"{k}_ece")),
+                     f"{statistics.fmean(col(f'{k}_s')):.0f}"])
+    return table(["model (same training budget)", "test acc %", "gain vs single (paired)", "ECE %",
+                  "wall s (loaded machine)"], body), rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--parts", nargs="+", default=["A", "B", "C"], choices=["A", "B", "C"])
+    ap.add_argument("--train-size", type=int, default=1000)
+    ap.add_argument("--members", type=int, default=3)
+    ap.add_argument("--member-epochs", type=int, default=2)
+    ap.add_argument("--soup-members", type=int, default=len(SOUP_LRS))
+    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--results", help="also write every per-seed row to this JSON file")
+    args = ap.parse_args()
+    print(f"Ensembles on {DATA} (train {args.train_size} per seed), seeds {args.seeds}; {machine()}\n")
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="tk-ensembles-") as tmp:
+        root = Path(tmp)
+        t0 = time.perf_counter()
+        if "A" in args.parts:
+            text, results["A"] = part_a(root, args.seeds, args.train_size)
+            print("### A. Stacking three existing runs\n\n" + text + "\n", flush=True)
+        if "B" in args.parts:
+            text, results["B"] = part_b(root, args.seeds, args.train_size, SOUP_LRS[: args.soup_members])
+            print("### B. Greedy soup vs the best single member\n\n" + text + "\n", flush=True)
+        if "C" in args.parts:
+            text, results["C"] = part_c(root, args.seeds, args.train_size, args.members, args.member_epochs,
+                                        args.jobs)
+            print("### C. Bagging and boosting vs one run of the same budget\n\n" + text + "\n", flush=True)
+        print(f"total wall time {time.perf_counter() - t0:.0f} s (shared, loaded machine)")
+    if args.results:
+        Path(args.results).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
