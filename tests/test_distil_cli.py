@@ -38,6 +38,7 @@ def _config(tmp_path: Path, teacher: Path | None, method: str = "soft-targets") 
     return cfg
 
 
+@pytest.mark.slow
 def test_distil_writes_the_run_folder_and_teacher_and_student_side_by_side(teacher_run, tmp_path, capsys):
     out = tmp_path / "student"
     proc = main_in_process(capsys, "distil", str(_config(tmp_path, teacher_run)), "--out", str(out))
@@ -65,6 +66,7 @@ def test_distil_writes_the_run_folder_and_teacher_and_student_side_by_side(teach
     assert json.loads((out / "summary.json").read_text())["distillation"]["teacher"]["accuracy"] == t["accuracy"]
 
 
+@pytest.mark.slow
 def test_fit_with_a_teacher_writes_the_same_files(teacher_run, tmp_path, capsys):
     out = tmp_path / "fitted"
     proc = main_in_process(capsys, "fit", str(_config(tmp_path, teacher_run)), "--out", str(out))

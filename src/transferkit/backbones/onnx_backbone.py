@@ -62,6 +62,9 @@ __all__ = ["RECOMMENDED_LR", "OnnxBackbone", "feature_tensor", "parse_onnx_name"
 RECOMMENDED_LR = 1e-4
 _STRIP_MIN = 2  # float stored tensors with at least this many values leave the embedded graph (the weights hold them)
 _CLASSIFIER_OPS = ("Gemm", "MatMul")
+# onnx2pytorch's Gather indexes with a list, which torch 2.x deprecates on every forward pass: not the user's concern
+warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing",
+                        module=r"onnx2pytorch\.")
 
 
 def parse_onnx_name(rest: str) -> tuple[str, str | None]:
