@@ -1,6 +1,6 @@
 """``transferkit serve``: a real uvicorn process on 127.0.0.1, driven by a real HTTP client (httpx).
 
-Real models on real data: MobileNetV2 (ImageNet weights) fine-tuned for two epochs at 32 px on 300 Animal-MNIST
+Real models on real data: MobileNetV2 (ImageNet weights) fine-tuned for one epoch at 32 px on 300 Animal-MNIST
 images, and a bag-of-words probe on Rotten Tomatoes. A served prediction must be the one
 ``TransferClassifier.predict_proba`` gives on the same files or texts; every kind of bad request must get a 4xx with
 a one-sentence JSON error; 200 concurrent requests must all be answered correctly, and the server must have grouped
@@ -101,7 +101,7 @@ def image_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Transfe
 
     root = tmp_path_factory.mktemp("serve-image")
     splits = load_data(DataConfig(name="animal-mnist", train_size=300))
-    clf = TransferClassifier(backbone="mobilenet_v2.imagenet", method="finetune", image_size=32, epochs=2,
+    clf = TransferClassifier(backbone="mobilenet_v2.imagenet", method="finetune", image_size=32, epochs=1,
                              batch_size=32, progress=False, seed=0).fit(splits.train)
     clf.save(root / "model")
     files = []
@@ -198,6 +198,8 @@ def _assert_error(r: httpx.Response, status: int) -> None:
 
 
 def _chunks(total: int, size: int = 64 * 1024):  # noqa: ANN202
+    """A well-formed multipart upload that streams ``total`` bytes of file data in chunks (no Content-Length)."""
+    yield b'--x\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\nContent-Type: image/png\r\n\r\n'
     sent = 0
     while sent < total:
         yield b"\x00" * min(size, total - sent)
