@@ -86,6 +86,10 @@ def part_a(root: Path, seeds: list[int], train_size: int) -> tuple[str, list[dic
                      "stack_ece": st["ensemble"]["ece"], "best_member_ece": min(m["ece"] for m in members.values()),
                      "disagreement": st["disagreement"]})
         print(f"A seed {s}: {json.dumps(rows[-1])}", file=sys.stderr, flush=True)
+    return table_a(rows), rows
+
+
+def table_a(rows: list[dict[str, Any]]) -> str:
     col = lambda k: [r[k] for r in rows]  # noqa: E731
     body = [[name, _pm(col(f"{name}_acc")), "", ""] for name in STACK_MEMBERS]
     body += [["best member (on test)", _pm(col("best_member_acc")), "", ""],
@@ -96,7 +100,7 @@ def part_a(root: Path, seeds: list[int], train_size: int) -> tuple[str, list[dic
               f"{_pm(col('stack_ece'))} (best member's {_pm(col('best_member_ece'))})"]]
     text = table(["model", "test acc %", "gain vs best member (paired, points)", "ECE %"], body)
     text += f"\n\nMembers' mean pairwise disagreement: {_pm(col('disagreement'))} % of test reviews."
-    return text, rows
+    return text
 
 
 def part_b(root: Path, seeds: list[int], train_size: int, lrs: tuple[float, ...]) -> tuple[str, list[dict[str, Any]]]:
@@ -115,16 +119,20 @@ def part_b(root: Path, seeds: list[int], train_size: int, lrs: tuple[float, ...]
                      "in_soup": len(g["members_in_soup"]), "greedy_ece": g["ensemble"]["ece"],
                      "val_best_member_ece": by_name[val_best]["ece"]})
         print(f"B seed {s}: {json.dumps(rows[-1])}", file=sys.stderr, flush=True)
+    return table_b(rows, len(lrs)), rows
+
+
+def table_b(rows: list[dict[str, Any]], n_members: int) -> str:
     col = lambda k: [r[k] for r in rows]  # noqa: E731
     paired = lambda a, b: [x - y for x, y in zip(col(a), col(b), strict=True)]  # noqa: E731
     body = [["best single member (chosen on val)", _pm(col("val_best_member_acc")), "",
              _pm(col("val_best_member_ece"))],
             ["best single member (on test, optimistic)", _pm(col("test_best_member_acc")), "", ""],
             ["uniform soup", _pm(col("uniform_acc")), _gain(paired("uniform_acc", "val_best_member_acc")), ""],
-            [f"greedy soup ({statistics.fmean(col('in_soup')):.1f} of {len(lrs)} members kept)",
+            [f"greedy soup ({statistics.fmean(col('in_soup')):.1f} of {n_members} members kept)",
              _pm(col("greedy_acc")), _gain(paired("greedy_acc", "val_best_member_acc")), _pm(col("greedy_ece"))]]
     return table(["model (one model's prediction cost)", "test acc %", "gain vs val-chosen member (paired)",
-                  "ECE %"], body), rows
+                  "ECE %"], body)
 
 
 def part_c(root: Path, seeds: list[int], train_size: int, members: int, member_epochs: int, jobs: int
@@ -153,6 +161,10 @@ def part_c(root: Path, seeds: list[int], train_size: int, members: int, member_e
                      **{f"{k}_s": t for k, (_, t) in out.items()},
                      "boosting_members": len(out["boosting"][0]["members"])})
         print(f"C seed {s}: {json.dumps(rows[-1])}", file=sys.stderr, flush=True)
+    return table_c(rows, members, member_epochs), rows
+
+
+def table_c(rows: list[dict[str, Any]], members: int, member_epochs: int) -> str:
     col = lambda k: [r[k] for r in rows]  # noqa: E731
     paired = lambda a: [x - y for x, y in zip(col(a), col("single_acc"), strict=True)]  # noqa: E731
     body = [[f"single run, {members * member_epochs} epochs", _pm(col("single_acc")), "", _pm(col("single_ece")),
@@ -163,7 +175,22 @@ def part_c(root: Path, seeds: list[int], train_size: int, members: int, member_e
         body.append([label, _pm(col(f"{k}_acc")), _gain(paired(f"{k}_acc")), _pm(col(f"{k}_ece")),
                      f"{statistics.fmean(col(f'{k}_s')):.0f}"])
     return table(["model (same training budget)", "test acc %", "gain vs single (paired)", "ECE %",
-                  "wall s (loaded machine)"], body), rows
+                  "wall s (loaded machine)"], body)
+
+
+def summarise_log(path: str, n_members: int, members: int, member_epochs: int) -> None:
+    """Print the tables from the per-seed lines (``A seed 0: {...}``) a run wrote to stderr, e.g. of a run that was
+    stopped before its last seed."""
+    rows: dict[str, list[dict[str, Any]]] = {"A": [], "B": [], "C": []}
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if len(line) > 8 and line[0] in rows and line[1:8] == " seed " + line[7] and ": {" in line:
+            rows[line[0]].append(json.loads(line.split(": ", 1)[1]))
+    if rows["A"]:
+        print(f"### A ({len(rows['A'])} seeds)\n\n{table_a(rows['A'])}\n")
+    if rows["B"]:
+        print(f"### B ({len(rows['B'])} seeds)\n\n{table_b(rows['B'], n_members)}\n")
+    if rows["C"]:
+        print(f"### C ({len(rows['C'])} seeds)\n\n{table_c(rows['C'], members, member_epochs)}\n")
 
 
 def main() -> None:
@@ -176,7 +203,12 @@ def main() -> None:
     ap.add_argument("--soup-members", type=int, default=len(SOUP_LRS))
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--results", help="also write every per-seed row to this JSON file")
+    ap.add_argument("--summarise", metavar="LOG", help="only print the tables of the per-seed lines in LOG (stderr "
+                                                        "of an earlier run)")
     args = ap.parse_args()
+    if args.summarise:
+        summarise_log(args.summarise, args.soup_members, args.members, args.member_epochs)
+        return
     print(f"Ensembles on {DATA} (train {args.train_size} per seed), seeds {args.seeds}; {machine()}\n")
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="tk-ensembles-") as tmp:

@@ -269,3 +269,21 @@ def test_a_damaged_ensemble_folder_is_one_sentence(skada_runs, tmp_path):
     (res.out / "ensemble.json").write_text(json.dumps(meta))
     with pytest.raises(RunError, match="outside the ensemble folder"):
         TransferClassifier.load(res.out)
+
+
+def test_python_save_of_a_loaded_ensemble_round_trips(skada_runs, tmp_path):
+    from transferkit.api import TransferClassifier
+    from transferkit.app.ensemble import ensemble_runs
+    from transferkit.config import DataConfig
+    from transferkit.data import load_data
+    from transferkit.errors import RunError
+
+    res = ensemble_runs(skada_runs, how="stack", out=tmp_path / "s", data=SKADA)
+    ens = TransferClassifier.load(res.out)
+    ens.save(tmp_path / "copy")
+    again = TransferClassifier.load(tmp_path / "copy")
+    test = load_data(DataConfig(name=SKADA)).test
+    np.testing.assert_array_equal(again.predict_proba(test), ens.predict_proba(test))
+    assert json.loads((tmp_path / "copy" / "ensemble.json").read_text())["evaluation"] == res.report
+    with pytest.raises(RunError, match="not empty"):
+        ens.save(tmp_path / "copy")

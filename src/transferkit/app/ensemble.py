@@ -49,6 +49,8 @@ from ..errors import ConfigError, DataError
 HOW_RUNS = ("average", "vote", "stack", "uniform-soup", "greedy-soup")
 SOUPS = ("uniform-soup", "greedy-soup")
 STRATEGIES = ("bagging", "boosting", "snapshot", "swa")
+_NO_LOOP = ("'{strategy}' needs a method the training loop trains epoch by epoch (sample weights, per-epoch "
+            "weights); '{method}' fits in one step without it (on frozen features); use bagging, or finetune.")
 #: Share of the stacking data allowed to be in a member's training data (exact duplicates across splits happen).
 OVERLAP_LIMIT = 0.01
 
@@ -200,7 +202,6 @@ def _row_keys(ds: Any) -> list[str]:
 def train_ensemble(cfg: RunConfig, strategy: str, *, members: int = 5, jobs: int = 1, backend: str = "local",
                    bootstrap: bool = True) -> EnsembleResult:
     """Train ``members`` models as ``strategy`` says (see the module docstring) into the folder ``cfg.out``."""
-    from ..methods import get_method_class
     from .parallel import check_backend
     from .runs import RunFolder
 
@@ -209,10 +210,6 @@ def train_ensemble(cfg: RunConfig, strategy: str, *, members: int = 5, jobs: int
     if isinstance(members, bool) or not isinstance(members, int) or members < 2:
         raise ConfigError(f"An ensemble needs two or more members, got {members!r}.")
     check_backend(backend, jobs)
-    method_cls = get_method_class(cfg.model.method)
-    if strategy != "bagging" and method_cls.frozen_backbone:
-        raise ConfigError(f"'{strategy}' needs a method the training loop trains epoch by epoch; "
-                          f"'{cfg.model.method}' fits on frozen features in one step (use bagging, or finetune).")
     if strategy in ("snapshot", "swa") and cfg.train.epochs < members:
         raise ConfigError(f"'{strategy}' takes the last {members} epochs of one run, but train.epochs is "
                           f"{cfg.train.epochs}; train for at least {members} epochs.")
@@ -317,7 +314,10 @@ def _boosting(params: dict[str, Any], splits: Any, k: int) -> tuple[list[Any], l
         pipe = FitPipeline(model_cfg, train_cfg)
         prepared = pipe.prepare(train, val=splits.val)
         prepared.sample_weights = w * n  # mean 1: the loop draws rows in proportion to them
-        est = TransferClassifier.from_fitted(pipe.run(prepared))
+        epochs: list[dict[str, Any]] = []
+        est = TransferClassifier.from_fitted(pipe.run(prepared, on_epoch_end=epochs.append))
+        if not epochs:
+            raise ConfigError(_NO_LOOP.format(strategy="boosting", method=model_cfg.method))
         miss = est.predict_proba(train, cache=False).argmax(1) != train.labels
         err, alpha, new_w = samme_step(w, miss, n_classes)
         if err >= 1.0 - 1.0 / n_classes:
@@ -361,8 +361,10 @@ def _snapshots(params: dict[str, Any], splits: Any, k: int, *, swa: bool
 
     _log(f"training {model_cfg.method} on {model_cfg.backbone} for {train_cfg.epochs} epochs; keeping the last {k}")
     fitted = pipe.run(prepared, on_epoch_end=keep)
+    if not states:
+        raise ConfigError(_NO_LOOP.format(strategy="swa" if swa else "snapshot", method=model_cfg.method))
     final = fitted.model
-    if not states or set(states[-1]) != set(final.state_dict()):
+    if set(states[-1]) != set(final.state_dict()):
         raise ConfigError(f"Method '{model_cfg.method}' changes the model after training (its per-epoch weights are "
                           "not the saved model's), so its epochs cannot be snapshots; use finetune or bagging.")
     first = train_cfg.epochs - len(states) + 1
