@@ -25,9 +25,9 @@ max_coeff * (2 / (1 + exp(-gamma p)) - 1)``, the DANN schedule scaled; ``p`` the
 authors' code kept in Transfer-Learning-Library; ``margin = 2`` by measurement rather than their 4 (also skada's):
 ``digits-cnn`` on MNIST -> MNIST-M-style, 5 epochs of batch 32 (~550 steps, AdamW 1e-3) from a 2-epoch source
 model, target accuracy on seeds 3 / 1 / 2 / 4 / 5 was 34.1 / 76.7 / 67.3 / 26.5 / 75.7 % with margin 4 (two seeds
-collapsed below source-only's 43.7-50.8 %) and 83.9 / 80.9 / 80.6 / 83.4 / 83.2 % with margin 2. ``h'`` is a fresh head of the model's own kind
-(``model.head``: linear or MLP, the same hypothesis class as ``h``, as the theory needs), trained at the head's
-learning rate; predictions use ``h`` alone.
+collapsed below source-only's 43.7-50.8 %) and 83.9 / 80.9 / 80.6 / 83.4 / 83.2 % with margin 2. ``h'`` is a
+fresh head of the model's own kind (``model.head``: linear or MLP, the same hypothesis class as ``h``, as the theory
+needs), trained at the head's learning rate; predictions use ``h`` alone.
 
 Why hand-written: the loss is a few lines on top of torch; the libraries that have it (Transfer-Learning-Library,
 skada's skorch-based ``MDD``) bring their own training loop.
