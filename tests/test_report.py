@@ -17,10 +17,10 @@ import yaml
 
 from tests.cli_helpers import ROOT, assert_user_error, main_in_process
 from transferkit.data.base import Dataset
+from transferkit.evaluate.metrics import calibration_error
 from transferkit.report import build_report, record_predictions, register_kind, section, write_report
 from transferkit.report import registry as report_registry
 from transferkit.report.html import data_uri
-from transferkit.report.run_sections import expected_calibration_error
 
 CLASSES = ["<script>alert(1)</script>", "猫", "قطة", 'a "quoted" & <b>bold</b> name']
 
@@ -153,8 +153,8 @@ def test_expected_calibration_error_matches_its_definition():
     conf = np.array([0.95, 0.95, 0.55, 0.55])
     correct = np.array([1, 0, 1, 1])
     # two bins in use: (0.95: acc 0.5) and (0.55: acc 1.0), each half of the examples
-    assert expected_calibration_error(conf, correct) == pytest.approx(0.5 * 0.45 + 0.5 * 0.45)
-    assert expected_calibration_error(np.array([0.8] * 10), np.array([1] * 8 + [0] * 2)) == pytest.approx(0.0)
+    assert calibration_error(conf, correct) == pytest.approx(0.5 * 0.45 + 0.5 * 0.45)
+    assert calibration_error(np.array([0.8] * 10), np.array([1] * 8 + [0] * 2)) == pytest.approx(0.0)
 
 
 def test_a_new_folder_kind_adds_its_sections_and_includes_the_run_sections(tmp_path, monkeypatch):

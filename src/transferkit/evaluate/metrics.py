@@ -184,12 +184,20 @@ def expected_calibration_error(y_true: Any, proba: Any, *, n_bins: int = 15) -> 
         raise ValueError(f"need proba (N, C) and y_true (N,) with N > 0, got {p.shape} and {y.shape}")
     if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
         raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
-    conf = p.max(axis=1)
-    correct = (p.argmax(axis=1) == y).astype(np.float64)
+    return calibration_error(p.max(axis=1), p.argmax(axis=1) == y, n_bins=n_bins)
+
+
+def calibration_error(confidence: Any, correct: Any, *, n_bins: int = 15) -> float:
+    """The ECE of :func:`expected_calibration_error` from each row's top-1 ``confidence`` and whether it was
+    ``correct`` (for callers that kept only those, e.g. the report's top-k predictions file)."""
+    conf = np.asarray(confidence, dtype=np.float64)
+    ok = np.asarray(correct, dtype=np.float64)
+    if conf.ndim != 1 or conf.shape != ok.shape or conf.size == 0:
+        raise ValueError(f"need confidence and correct of one equal, non-zero length, got {conf.shape} and {ok.shape}")
     bins = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
     total = 0.0
     for b in range(n_bins):
         mask = bins == b
         if mask.any():
-            total += mask.sum() / len(y) * abs(correct[mask].mean() - conf[mask].mean())
+            total += mask.sum() / conf.size * abs(ok[mask].mean() - conf[mask].mean())
     return float(total)

@@ -14,11 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from ..evaluate.metrics import calibration_error
 from .html import Raw, RawCell, data_uri, esc, fmt, image, name, pct, table
 from .record import ENVIRONMENT, PREDICTIONS, WRONG_EXAMPLES
 from .registry import register_kind, section
 
-__all__ = ["shown_split", "expected_calibration_error", "MAX_CM_TABLE"]
+__all__ = ["shown_split", "MAX_CM_TABLE"]
 
 #: above this many classes the confusion matrix is shown as the run's figure, not as tables of C x C cells
 MAX_CM_TABLE = 40
@@ -35,20 +36,6 @@ def shown_split(ctx: Any) -> str | None:
         return str(cm["split"])
     metrics = ctx.json("metrics.json") or {}
     return next((s for s in _SPLIT_ORDER if s in metrics), None)
-
-
-def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
-    """ECE with ``bins`` equal-width confidence bins: sum over bins of (bin share) * |accuracy - mean confidence|."""
-    conf = np.asarray(confidence, dtype=np.float64)
-    ok = np.asarray(correct, dtype=np.float64)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
-    ece = 0.0
-    for b in range(bins):
-        m = which == b
-        if m.any():
-            ece += m.mean() * abs(ok[m].mean() - conf[m].mean())
-    return float(ece)
 
 
 def _card(value: str, label: str) -> str:
@@ -70,7 +57,7 @@ def headline(ctx: Any) -> str | None:
     preds = ctx.npz(PREDICTIONS.format(split=split))
     if preds is not None and {"top_index", "top_proba", "label"} <= set(preds):
         correct = preds["top_index"][:, 0] == preds["label"]
-        cards.append(_card(fmt(expected_calibration_error(preds["top_proba"][:, 0], correct)), f"{split} ECE"))
+        cards.append(_card(fmt(calibration_error(preds["top_proba"][:, 0], correct)), f"{split} ECE"))
     if m.get("n") is not None:
         cards.append(_card(str(m.get("n")), f"{split} examples"))
     rows = [[s, d.get("accuracy"), d.get("macro_f1"), d.get("top5_accuracy"), d.get("loss"), d.get("n")]
