@@ -65,10 +65,13 @@ def export_fp32(model: torch.nn.Module, example: Any, dest: Path) -> tuple[Path,
 
 
 class BatchReader:
-    """ONNX Runtime's ``CalibrationDataReader`` protocol over preprocessed batches (``get_next`` -> feed or None)."""
+    """ONNX Runtime's ``CalibrationDataReader`` protocol over preprocessed batches (``get_next`` -> feed or None).
+
+    A batch is the inputs alone or a loader's ``(inputs, labels)``.
+    """
 
     def __init__(self, names: list[str], batches: Iterable[Any]) -> None:
-        self._feeds = [input_feed(names, b) for b in batches]
+        self._feeds = [input_feed(names, b[0] if isinstance(b, tuple | list) else b) for b in batches]
         self._it: Iterator[dict[str, np.ndarray]] = iter(self._feeds)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
