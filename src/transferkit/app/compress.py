@@ -189,9 +189,8 @@ class _Stages:
         from ..compress.measure import batch_of, loader_batches
         from ..compress.prune import prune_model
 
-        grads = loader_batches(model, self.train, limit=256, batch_size=64, seed=self.seed) \
-            if kw.get("importance") == "taylor" else []
-        return prune_model(model, batch_of(self.test, 2), grad_batches=grads, **kw)
+        train = loader_batches(model, self.train, limit=256, batch_size=64, seed=self.seed)
+        return prune_model(model, batch_of(self.test, 2), grad_batches=train, norm_batches=train, **kw)
 
     def int8_export(self, model: Any, dest: Path, *, calibration: str, per_channel: bool, source: Path
                     ) -> dict[str, Any]:
