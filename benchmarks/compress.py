@@ -51,9 +51,11 @@ def one_seed(args: argparse.Namespace, seed: int, root: Path) -> dict:
     if not args.runs:
         run_fit(cfg)
     t_fit = time.perf_counter() - t0
+    data = DataConfig(name="animal-mnist", train_size=args.recover_train_size) if args.recover_train_size else None
     result = run_compress(run, root / f"compress-{seed}", prune=args.prune,
                           recover_epochs=args.recover_epochs, recover_method=args.recover_method, int8=True,
-                          calibration=args.calibration, seed=seed, progress=False, repeats=args.repeats)
+                          calibration=args.calibration, seed=seed, progress=False, repeats=args.repeats,
+                          data=data, test_samples=args.test_samples)
     rows = {(r["stage"], r["engine"]): r for r in result.rows}
     orig, ort, q = rows[("original", "torch")], rows[("original", "onnx-fp32")], rows[("int8", "onnx-int8")]
     return {
@@ -84,6 +86,9 @@ def main() -> None:
     p.add_argument("--prune", type=float, default=0.5)
     p.add_argument("--calibration", default="minmax")
     p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--recover-train-size", type=int, default=None,
+                   help="recover (and calibrate) on this many training images instead of the run's own")
+    p.add_argument("--test-samples", type=int, default=None, help="measure accuracy on a seeded test sample")
     p.add_argument("--runs", nargs="*", default=None,
                    help="fine-tuned run folders, one per seed (skips the fine-tuning, e.g. on a loaded machine)")
     p.add_argument("--out", default="benchmarks/results/compress.json")

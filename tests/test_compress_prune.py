@@ -150,3 +150,16 @@ def test_pruned_mobilenet_reloads_in_a_fresh_process_with_identical_outputs_and_
     with torch.no_grad():
         expected = pruned(x).numpy()
     assert np.array_equal(np.load(tmp_path / "y.npy"), expected)
+
+
+def test_batch_norm_recalibration_fits_the_pruned_model_statistics():
+    from transferkit.compress.prune import recalibrate_batch_norm
+
+    pruned = prune_model(_digits_model(), _x(), amount=0.5).model
+    batches = [_x(32, seed=s) for s in range(3)]
+    recalibrate_batch_norm(pruned, batches)
+    bn = pruned.backbone.model.stage1[1]
+    with torch.no_grad():
+        conv_out = torch.cat([pruned.backbone.model.stage1[0](b) for b in batches])
+    assert torch.allclose(bn.running_mean, conv_out.mean(dim=(0, 2, 3)), atol=1e-5)
+    assert bn.momentum == 0.1 and not pruned.training

@@ -65,3 +65,26 @@ def test_int8_settings_refused_or_warned():
         check_quantization("histogram", True)
     with pytest.warns(UserWarning, match="Per-tensor int8 weights lost"):
         check_quantization("minmax", False)
+
+
+def test_int8_quantisation_is_static_qdq_with_per_channel_weights(tmp_path):
+    from transferkit.compress import quantize_int8
+    from transferkit.compress.onnx_model import export_fp32
+
+    model, batches = _model_and_batches()
+    fp32, names, _ = export_fp32(model, batches[0][0][:2], tmp_path / "fp32")
+    info = quantize_int8(fp32, tmp_path / "int8.onnx", names, batches, calibration="percentile")
+    assert info == {"format": "QDQ", "weights": "int8 per-channel", "activations": "int8",
+                    "calibration": "percentile", "calibration_examples": 16}
+    graph = onnx.load(str(tmp_path / "int8.onnx")).graph
+    ops = {n.op_type for n in graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops and "ConvInteger" not in ops
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    conv_w = [inits[n.input[0]] for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
+              and inits[n.input[0]].dtype == np.int8 and inits[n.input[0]].ndim == 4]
+    assert conv_w and all(inits_scale.size > 1 for inits_scale in (
+        inits[n.input[1]] for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
+        and inits[n.input[0]].ndim == 4))  # one scale per output channel
+    assert (tmp_path / "int8.onnx").stat().st_size < 0.4 * fp32.stat().st_size
+    out = parity(model, tmp_path / "int8.onnx", names, batches, int8=True)
+    assert out["max_abs_diff"] > 0  # int8 is not bit-exact, and the check does not pretend it is

@@ -588,6 +588,8 @@ def _add_compress_parsers(sub: typing.Any) -> None:
     cm.add_argument("--calibration", default="minmax", choices=["minmax", "percentile", "entropy"], help=calib)
     cm.add_argument("--data", help="the data (default: the run's own)")
     cm.add_argument("--seed", type=int, default=0, help="seed of the recovery and of the data samples")
+    cm.add_argument("--test-samples", type=_positive_int, help="measure accuracy on a seeded sample of the test split")
+    cm.add_argument("--repeats", type=_positive_int, default=10, help="timed runs per latency figure (default 10)")
     cm.add_argument("--out", required=True, help="the compression folder to write")
     cm.add_argument("--overwrite", action="store_true", help="replace an existing folder")
     cm.add_argument("--trust-code", action="store_true", help=_TRUST_HELP)
@@ -615,6 +617,7 @@ def _compress(args: argparse.Namespace) -> int:
                           steps=args.prune_steps, recover_epochs=args.recover_epochs,
                           recover_method=args.recover_method, lr=args.lr, int8=args.int8,
                           calibration=args.calibration, data=args.data, seed=args.seed, overwrite=args.overwrite,
+                          test_samples=args.test_samples, repeats=args.repeats,
                           trust_code=args.trust_code)
     print(result.table)
     print(f"compression folder: {result.out}")

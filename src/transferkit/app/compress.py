@@ -13,7 +13,8 @@ Stages, each measured the same way (:mod:`transferkit.compress.measure`) in the 
    (:mod:`transferkit.compress.export`, with its parity check).
 
 ``DIR`` gets ``compression.json`` (settings, prune summary, one row per stage: size in MB, parameters, MACs, latency
-at batch 1 and 32 in ms, batch-32 throughput, test accuracy), ``compression.md`` (the same table) and
+at batch 1 and 32 in ms, batch-32 throughput, test accuracy on the whole test split or a seeded sample of
+``test_samples``), ``compression.md`` (the same table) and
 ``accuracy_vs_latency.png``; it is built in ``.DIR.partial`` and renamed into place at the end.
 """
 
@@ -45,7 +46,8 @@ def run_compress(run: str | Path, out: str | Path, *, prune: float = 0.5, target
                  importance: str = "l2", steps: int = 1, recover_epochs: int = 3,
                  recover_method: str = "soft-targets", lr: float | None = None, int8: bool = True,
                  calibration: str = "minmax", per_channel: bool = True, calibration_samples: int = 256,
-                 data: str | DataConfig | None = None, repeats: int = 10, seed: int = 0, overwrite: bool = False,
+                 data: str | DataConfig | None = None, repeats: int = 10, test_samples: int | None = None,
+                 seed: int = 0, overwrite: bool = False,
                  progress: bool = True, trust_code: bool = False) -> CompressResult:
     """Prune, recover and quantise the model of ``run`` into ``out`` (see the module docstring)."""
     from tqdm.auto import tqdm
@@ -69,7 +71,7 @@ def run_compress(run: str | Path, out: str | Path, *, prune: float = 0.5, target
     settings = {"run": str(run), "prune": prune, "target": target, "importance": importance, "steps": steps,
                 "recover_epochs": recover_epochs, "recover_method": recover_method, "lr": lr, "int8": int8,
                 "calibration": calibration, "per_channel": per_channel, "calibration_samples": calibration_samples,
-                "repeats": repeats, "seed": seed}
+                "repeats": repeats, "test_samples": test_samples, "seed": seed}
     folder = RunFolder(out, overwrite=overwrite)
     with folder.hold():
         folder.check(settings)
@@ -80,7 +82,7 @@ def run_compress(run: str | Path, out: str | Path, *, prune: float = 0.5, target
         work = folder.start(settings)
         bar = tqdm(total=5 if int8 else 4, desc="compress", unit="stage", disable=not progress)
         stages = _Stages(original, held_out(splits), splits.train, repeats=repeats, seed=seed,
-                         calibration_samples=calibration_samples)
+                         calibration_samples=calibration_samples, test_samples=test_samples)
         rows = [stages.torch_row("original", original, Path(run) / "model.safetensors")]
         rows.append(stages.onnx_row("original", original, work / ".original-onnx", int8=False))
         bar.update(1)
@@ -128,10 +130,10 @@ class _Stages:
     """The measurements shared by every stage: the same held-out batches, the same latency inputs."""
 
     def __init__(self, model: Any, test: Any, train: Any, *, repeats: int, seed: int,
-                 calibration_samples: int) -> None:
+                 calibration_samples: int, test_samples: int | None) -> None:
         from ..compress.measure import batch_of, loader_batches
 
-        self.test = loader_batches(model, test, batch_size=64)
+        self.test = loader_batches(model, test, limit=test_samples, batch_size=64, seed=seed)
         self.train = train
         self.model = model
         self.repeats = repeats
@@ -187,9 +189,8 @@ class _Stages:
         from ..compress.measure import batch_of, loader_batches
         from ..compress.prune import prune_model
 
-        grads = loader_batches(model, self.train, limit=256, batch_size=64, seed=self.seed) \
-            if kw.get("importance") == "taylor" else []
-        return prune_model(model, batch_of(self.test, 2), grad_batches=grads, **kw)
+        train = loader_batches(model, self.train, limit=256, batch_size=64, seed=self.seed)
+        return prune_model(model, batch_of(self.test, 2), grad_batches=train, norm_batches=train, **kw)
 
     def int8_export(self, model: Any, dest: Path, *, calibration: str, per_channel: bool, source: Path
                     ) -> dict[str, Any]:

@@ -90,7 +90,8 @@ def check_settings(amount: float, target: str, importance: str, steps: int) -> N
 
 def prune_model(model: TransferModel, example: torch.Tensor, *, amount: float = 0.5, target: str = "channels",
                 importance: str = "l2", steps: int = 1, grad_batches: Iterable[tuple[Any, torch.Tensor]] = (),
-                between: Callable[[TransferModel, int], None] | None = None, verify: bool = True) -> PruneResult:
+                between: Callable[[TransferModel, int], None] | None = None, verify: bool = True,
+                norm_batches: Iterable[Any] = ()) -> PruneResult:
     """A structurally pruned copy of ``model`` (see the module docstring); ``model`` itself is left as it is.
 
     Args:
@@ -101,6 +102,8 @@ def prune_model(model: TransferModel, example: torch.Tensor, *, amount: float = 
         between: called as ``between(model, step)`` after each pruning step but the last (iterative pruning with
             recovery: fine-tune the model in place, then pruning goes on).
         verify: save the pruned model to a temporary folder, reload it and check the outputs are identical.
+        norm_batches: training batches (inputs, or ``(inputs, labels)``) to re-estimate the batch-norm statistics of
+            the pruned model on (:func:`recalibrate_batch_norm`); without them the unpruned model's statistics stay.
 
     Raises:
         ConfigError: bad settings; ``taylor`` without ``grad_batches``.
@@ -145,6 +148,9 @@ def prune_model(model: TransferModel, example: torch.Tensor, *, amount: float = 
             pruned.inference = dict(DEFAULT_INFERENCE)
             between(pruned, step)
             pruned.eval()
+    norm = list(norm_batches)
+    if norm:
+        recalibrate_batch_norm(pruned, norm)
     pruned.eval()
     params1, macs1 = count_params_macs(pruned, example)
     pruned.pruned = layer_shapes(pruned)
@@ -184,3 +190,27 @@ def check_rebuild(model: TransferModel, example: torch.Tensor) -> None:
     if not same:
         raise RunError("The pruned model rebuilt from its recorded channel counts gives other outputs; this "
                        "architecture cannot be saved as data after pruning.")
+
+
+def recalibrate_batch_norm(model: nn.Module, batches: list[Any]) -> None:
+    """Re-estimate every batch-norm layer's running mean and variance on ``batches`` (no gradients, no weight change).
+
+    Removing channels changes what every later layer sees, so the statistics the unpruned model collected no longer
+    fit and the pruned model in evaluation mode can be near chance even where its weights are fine; a short recovery
+    (a few steps at momentum 0.1) does not replace them either. This is the cumulative average (momentum ``None``) over
+    the batches, as in "BN recalibration" after pruning or quantisation.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    with torch.no_grad():
+        for b in batches:
+            model(b[0] if isinstance(b, tuple | list) else b)
+    for m, mom in zip(norms, momenta):
+        m.momentum = mom
+    model.eval()
