@@ -102,6 +102,10 @@ def test_an_estimator_teaches_from_python_and_the_model_saves_and_reloads(cancer
     again = TransferClassifier.load(tmp_path / "m")
     np.testing.assert_allclose(again.predict_proba(x[:20]), clf.predict_proba(x[:20]), atol=1e-5)
     assert '"teacher": "<LogisticRegression>"' in (tmp_path / "m" / "model.json").read_text()
+    unl = Dataset("tabular", x[300:360], None, ["0", "1"], "unlabelled")  # rows only the teacher labels
+    clf = TransferClassifier(method="kd", method_params={"teacher": est}, **kw).fit(x[200:300], y[200:300],
+                                                                                   extra={"unlabelled": unl})
+    assert clf.fit_result_.extra["teacher"]["unlabelled_rows"] == 60
 
 
 def test_the_second_fit_reads_the_teachers_outputs_from_the_cache(cancer, own_cache) -> None:

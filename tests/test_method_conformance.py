@@ -7,9 +7,9 @@ supplied for the methods that adapt to one, saved and reloaded with identical pr
 ``Params`` declares refuses a value that breaks it with the toolkit's one-sentence ConfigError naming the key.
 
 The tiny backbone keeps a 'pretrained' source head (off the module tree, as the real adapters do) so that methods
-that distil the source classifier (``lwf``) have one. A parameter a method cannot default (``soft-targets``'s
-teacher: its ``Params`` field declares ``required``) gets a value from :data:`REQUIRED`, which fails loudly with the
-field's name when a new required parameter has no entry.
+that distil the source classifier (``lwf``) have one. A parameter a method cannot default (the ``teacher`` of
+``soft-targets`` and ``kd``: its ``Params`` field declares ``required``) gets a value from :data:`REQUIRED`, which fails
+loudly with the field's name when a new required parameter has no entry.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def test_looking_up_one_method_imports_only_its_module() -> None:
             "print(' '.join(sorted(m for m in sys.modules if m.startswith('transferkit.methods.'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert "transferkit.methods.feature_heads" in out
-    for other in ("dann", "cdan", "lora", "self_training", "delta", "soft_targets", "domain_baselines"):
+    for other in ("dann", "cdan", "lora", "self_training", "delta", "soft_targets", "kd", "domain_baselines"):
         assert f"transferkit.methods.{other}" not in out, out
 
 
