@@ -39,9 +39,9 @@ def _break(path) -> None:
 @pytest.fixture(scope="module")
 def compressed(tmp_path_factory):
     root = tmp_path_factory.mktemp("compress")
-    assert main(["fit", "--data", "mnist", "--backbone", "mobilenet_v2.imagenet", "--method", "probe",
+    assert main(["fit", "--data", "mnist", "--backbone", "mobilenet_v2.imagenet", "--method", "finetune",
                  "--out", str(root / "run"), "--set", "model.image_size=32", "--set", "data.train_size=300",
-                 "--set", "train.progress=false", "--set", "model.method_params.engine=torch"]) == 0
+                 "--set", "train.epochs=2", "--set", "train.progress=false"]) == 0
     assert main(["compress", str(root / "run"), "--prune", "0.5", "--recover-epochs", "1", "--lr", "1e-4", "--int8",
                  "--test-samples", "400", "--repeats", "2", "--out", str(root / "comp")]) == 0
     return root

@@ -183,6 +183,9 @@ def test_ensemble_folder_loads_predicts_and_reports_like_a_model(skada_runs, tmp
         for row in [*ev["members"], ev["ensemble"]]:
             assert set(row) >= {"accuracy", "macro_f1", "ece"}
         assert 0 <= ev["disagreement"] <= 1 and (res.out / "ensemble.md").is_file()
+        report = (res.out / "report.html").read_text(encoding="utf-8")  # the folder's report, members side by side
+        assert "Ensemble against its members" in report and all(n in report for n in ("logreg", "mlp16", "mlp32"))
+        assert f"{100 * ev['ensemble']['accuracy']:.2f}" in report
         assert not any(p.suffix in (".pkl", ".pickle", ".joblib") for p in res.out.rglob("*"))
         loaded = TransferClassifier.load(res.out)
         members = [TransferClassifier.load(r) for r in skada_runs]

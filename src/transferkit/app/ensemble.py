@@ -156,6 +156,7 @@ def _soup(folder: Any, config: dict[str, Any], members: list[Any], names: list[s
     work = folder.start(config)
     soup.save(work)
     _write_meta(work, how, names, [str(r) for r in runs], report, kind="soup")
+    _finish_report(work)
     out = folder.finalize()
     return EnsembleResult(out, report, _table(report))
 
@@ -251,6 +252,7 @@ def _train_in(folder: Any, config: dict[str, Any], cfg: RunConfig, strategy: str
                                  split=split, how="swa", extra=extra)
         swa_est.save(work)
         _write_meta(work, "swa", names, [], report, kind="swa")
+        _finish_report(work)
         out = folder.finalize()
         return EnsembleResult(out, report, _table(report))
     ens.report_ = ensemble_report(names, probas, ens.combine(probas), eval_ds.labels, ens.classes_, split=split,
@@ -403,6 +405,7 @@ def _write_ensemble(folder: Any, config: dict[str, Any] | None, ens: Any, starte
     ens.write_into(work)
     table = report_markdown(ens.report_)
     write_text(work / ENSEMBLE_REPORT, table)
+    _finish_report(work)
     out = folder.finalize()
     return EnsembleResult(out, ens.report_, table)
 
@@ -419,6 +422,13 @@ def _write_meta(work: Path, how: str, names: list[str], sources: list[str], repo
                                       "evaluation": report,
                                       "note": "one model (model.json): it loads and predicts like any model"})
     write_text(work / ENSEMBLE_REPORT, report_markdown(report))
+
+
+def _finish_report(work: Path) -> None:
+    """``environment.json`` and ``report.html`` in the partial folder, so they appear with it."""
+    from ..report import finish_ensemble_folder
+
+    finish_ensemble_folder(work)
 
 
 def _table(report: dict[str, Any]) -> str:

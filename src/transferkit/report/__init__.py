@@ -22,6 +22,7 @@ from .record import record_environment, record_predictions
 from .registry import register_kind, section
 
 __all__ = ["REPORT", "ReportContext", "build_report", "write_report", "finish_run_folder", "finish_compare_folder",
+           "finish_ensemble_folder",
            "record_environment", "record_predictions", "register_kind", "section"]
 
 
@@ -30,6 +31,12 @@ def finish_run_folder(folder: str | os.PathLike[str], *, split: str | None = Non
     """Record the predictions of ``split`` (when given) and the environment in ``folder``, then write its report."""
     if split is not None and dataset is not None and proba is not None and dataset.is_labelled:
         record_predictions(folder, split, dataset, proba, classes if classes is not None else dataset.classes)
+    record_environment(folder, device)
+    return write_report(folder)
+
+
+def finish_ensemble_folder(folder: str | os.PathLike[str], *, device: str = "auto") -> Path:
+    """Record the environment in an ensemble folder and write its report."""
     record_environment(folder, device)
     return write_report(folder)
 

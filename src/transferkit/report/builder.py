@@ -23,7 +23,7 @@ __all__ = ["ReportContext", "build_report", "write_report", "REPORT", "SECTION_M
 
 REPORT = "report.html"
 #: modules (of this package) whose import registers kinds and sections; a new folder kind adds its module here
-SECTION_MODULES = ("run_sections", "compare_sections")
+SECTION_MODULES = ("run_sections", "compare_sections", "ensemble_sections")
 
 
 class ReportContext:

@@ -231,7 +231,7 @@ def wrong(ctx: Any) -> str | None:
     return head + f'<div class="examples{wide}">{"".join(cards)}</div>'
 
 
-@section("Configuration", kinds=("run", "compare"), order=80, anchor="config")
+@section("Configuration", kinds=("run", "compare", "ensemble"), order=80, anchor="config")
 def config(ctx: Any) -> str | None:
     text = ctx.text("config.yaml")
     if text is None:
@@ -241,7 +241,7 @@ def config(ctx: Any) -> str | None:
         f"<pre>{esc(text)}</pre>"
 
 
-@section("Environment", kinds=("run", "compare"), order=90, anchor="environment")
+@section("Environment", kinds=("run", "compare", "ensemble"), order=90, anchor="environment")
 def environment(ctx: Any) -> str | None:
     env = ctx.json(ENVIRONMENT)
     if not isinstance(env, dict):
