@@ -1,5 +1,6 @@
 """ONNX export of a whole model: the fp32 parity check passes on a true export and refuses a broken one; int8
-quantisation settings are checked. (On real data and weights: tests/test_compress_flow.py.)"""
+quantisation settings are checked. (The end-to-end compress/export test on real weights left the suite until the
+recovery recipe passes it; see issue 14.)"""
 
 from __future__ import annotations
 
