@@ -35,11 +35,12 @@ from typing import Any, ClassVar
 
 import torch
 
+from ..adaptation.losses import GradientReversal, dann_schedule
 from ..config import param
 from ..data.base import Dataset
 from ..data.loaders import to_device
 from ..errors import ConfigError, DataError
-from ..model import TransferModel, forward_with_features, unwrap
+from ..model import TransferModel, forward_with_features, make_head, unwrap
 from .base import FitContext, Method, infinite
 
 #: Loader rounds per epoch in the target stream's seed (see the module docstring).
@@ -161,3 +162,27 @@ class AdaptationMethod(Method):
     @staticmethod
     def device_of(model: TransferModel) -> torch.device:
         return next(unwrap(model).parameters()).device
+
+
+class ReversedHeadMethod(AdaptationMethod):
+    """An adaptation method with a second classifier head behind a gradient reversal (MDD's adversary, MCD's second
+    head): the head is built like the model's own, and the reversal coefficient follows ``max_coeff * s(progress)``
+    with DANN's warm-up ``s`` (``params.gamma``; 0 keeps ``max_coeff`` from the start)."""
+
+    def __init__(self, params: Any | None = None) -> None:
+        super().__init__(params)
+        self.grl = GradientReversal(0.0)
+
+    def head_like_models(self, model: TransferModel) -> torch.nn.Module:
+        """A new head of the model's head kind, width and dropout, from its features to its classes."""
+        m = unwrap(model)
+        return make_head(getattr(m, "head_kind", "linear"), self.feature_dim(m), self.num_classes(m),
+                         getattr(m, "head_hidden", 512), getattr(m, "head_dropout", 0.0))
+
+    def coefficient(self) -> float:
+        p = self.params
+        return p.max_coeff * (1.0 if p.gamma == 0 else dann_schedule(self.progress, p.gamma))
+
+    def on_step_start(self, step: int, total_steps: int) -> None:
+        super().on_step_start(step, total_steps)
+        self.grl.coeff = self.coefficient()

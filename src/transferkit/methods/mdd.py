@@ -43,11 +43,10 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from ..adaptation.losses import GradientReversal, dann_schedule
 from ..config import param
-from ..model import TransferModel, make_head, unwrap
+from ..model import TransferModel
 from .base import StepOutput
-from .domain_adaptive import AdaptationMethod, AdaptationParams
+from .domain_adaptive import AdaptationParams, ReversedHeadMethod
 from .registry import register
 
 
@@ -81,27 +80,13 @@ class MDDParams(AdaptationParams):
 
 
 @register
-class MDD(AdaptationMethod):
+class MDD(ReversedHeadMethod):
     name: ClassVar[str] = "mdd"
     summary: ClassVar[str] = "margin disparity discrepancy with an adversarial auxiliary head (MDD)"
     Params: ClassVar[type] = MDDParams
 
-    def __init__(self, params: Any | None = None) -> None:
-        super().__init__(params)
-        self.grl = GradientReversal(0.0)
-
     def build_modules(self, model: TransferModel) -> None:
-        m = unwrap(model)
-        self.adversary = make_head(getattr(m, "head_kind", "linear"), self.feature_dim(m), self.num_classes(m),
-                                   getattr(m, "head_hidden", 512), getattr(m, "head_dropout", 0.0))
-
-    def coefficient(self) -> float:
-        p = self.params
-        return p.max_coeff * (1.0 if p.gamma == 0 else dann_schedule(self.progress, p.gamma))
-
-    def on_step_start(self, step: int, total_steps: int) -> None:
-        super().on_step_start(step, total_steps)
-        self.grl.coeff = self.coefficient()
+        self.adversary = self.head_like_models(model)
 
     def training_step(self, model: TransferModel, batch: tuple[Any, torch.Tensor]) -> StepOutput:
         x_s, y_s = self.mix(batch)
