@@ -13,6 +13,7 @@ files does: the mode is set on the finished temporary file just before the renam
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import secrets
@@ -74,6 +75,15 @@ def _create_temp_file(dest: Path, suffix: str) -> Path:
         os.close(fd)
         return tmp
     raise FileExistsError(f"no free temporary name next to {dest}")
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The file's SHA-256 in hex, read in 1 MiB chunks (model files, exported graphs, teacher files)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def write_bytes(dest: str | os.PathLike[str], data: bytes) -> None:

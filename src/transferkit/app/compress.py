@@ -196,12 +196,13 @@ class _Stages:
                     ) -> dict[str, Any]:
         from ..compress.export import write_export
         from ..compress.measure import batch_of, loader_batches
-        from ..compress.onnx_model import sha256
+        from ..io import file_sha256
 
         calib = loader_batches(model, self.train, limit=self.calibration_samples, batch_size=32, seed=self.seed)
         return write_export(model, dest, example=batch_of(self.test, 2), parity_batches=self.test,
                             calibration_batches=calib, int8=True, calibration=calibration, per_channel=per_channel,
-                            source={"folder": str(source.name), "model_sha256": sha256(source / "model.safetensors")})
+                            source={"folder": str(source.name),
+                                    "model_sha256": file_sha256(source / "model.safetensors")})
 
 
 def _row(stage: str, engine: str, size: int, params: int, macs: int, b1: float, b32: float, acc: float

@@ -24,7 +24,6 @@ quantisation, not a rounding difference).
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 import warnings
 from collections.abc import Iterable, Iterator
@@ -176,12 +175,3 @@ def parity(model: torch.nn.Module, onnx_path: Path, names: list[str], batches: l
                        f"{out['examples']} held-out examples (at least {INT8_MIN_AGREEMENT:.0%} expected); try another "
                        "calibration method or more calibration examples, or export fp32.")
     return out
-
-
-def sha256(path: Path) -> str:
-    """The file's SHA-256 in hex."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

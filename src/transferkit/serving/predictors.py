@@ -17,7 +17,6 @@ them becomes one :class:`~transferkit.data.base.Dataset` and one forward pass.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import threading
@@ -31,6 +30,7 @@ from ..data.base import Dataset
 from ..data.loaders import make_loader, open_image
 from ..data.preprocessing import Preprocessing
 from ..errors import DataError, RunError
+from ..io import file_sha256
 from ..model import MODEL_META, MODEL_WEIGHTS
 
 EXPORT_MODEL = "model.onnx"
@@ -146,7 +146,7 @@ class TorchPredictor(Predictor):
             extra["n_features"] = _tabular_width(model)
         super().__init__(source=folder, classes=list(est.classes_), preprocessing=model.preprocessing,
                          image_size=model.image_size if model.preprocessing.modality == "image" else None,
-                         sha256=_sha256(folder / MODEL_WEIGHTS), engine="torch", extra=extra)
+                         sha256=file_sha256(folder / MODEL_WEIGHTS), engine="torch", extra=extra)
         self.estimator = est
         self._lock = threading.Lock()  # one forward at a time: a torch module is not meant for concurrent calls
 
@@ -181,7 +181,7 @@ class OnnxPredictor(Predictor):
             extra["n_features"] = shape[-1] if isinstance(shape[-1], int) else None
         super().__init__(source=folder, classes=list(meta["classes"]), preprocessing=pre,
                          image_size=int(image_size) if pre.modality == "image" else None,
-                         sha256=_sha256(folder / EXPORT_MODEL), engine="onnxruntime", extra=extra)
+                         sha256=file_sha256(folder / EXPORT_MODEL), engine="onnxruntime", extra=extra)
 
     def predict_proba(self, inputs: list[Any]) -> np.ndarray:
         from ..train.inference import softmax
@@ -242,14 +242,6 @@ def _read_export_meta(path: Path) -> dict[str, Any]:
     except TypeError as e:
         raise damaged(f"'preprocessing' has an unknown entry: {e}") from None
     return meta
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _method_name(method: Any) -> str | None:

@@ -38,7 +38,6 @@ are cached only when a ``fingerprint`` is given (``CallableTeacher(fn, fingerpri
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -50,17 +49,10 @@ import numpy as np
 from ..data.base import Dataset
 from ..data.preprocessing import Preprocessing
 from ..errors import ConfigError
+from ..io import file_sha256
 from .base import Teacher, log_probabilities, looks_like_probabilities, sha256_text
 
 FILE_KEYS = ("modality", "classes", "image_size", "mean", "std", "layout", "channels", "output", "output_name")
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_preprocessing(path: Path, override: dict[str, Any] | None) -> dict[str, Any]:
