@@ -31,7 +31,8 @@ from _common import machine, pick_device, table  # noqa: E402
 from transferkit.backbones import build_backbone  # noqa: E402
 from transferkit.config import DataConfig, ModelConfig, TrainConfig  # noqa: E402
 from transferkit.data import load_data  # noqa: E402
-from transferkit.data.loaders import make_loader, to_device  # noqa: E402
+from transferkit.data.devices import to_device  # noqa: E402
+from transferkit.data.loaders import make_loader  # noqa: E402
 from transferkit.methods import create_method, method_names  # noqa: E402
 from transferkit.methods.base import FitContext  # noqa: E402
 from transferkit.model import TransferModel, save_model  # noqa: E402

@@ -9,6 +9,11 @@ every convolution, batch-norm and linear layer, as data (:func:`layer_shapes`). 
 architecture from the spec and replaces each layer whose counts differ by a new one of the saved counts (the kernel
 size, stride and the rest are the architecture's own), then loads the tensors strictly: no pickle of the pruned
 module is ever written or read.
+
+A model whose backbone is a packaged catalog backbone with its pretrained weights untouched (a frozen feature source,
+:mod:`transferkit.backbones.deferred`) is saved *by reference*: ``model.safetensors`` holds every other tensor (the
+head) and ``model.json["backbone_weights"]`` the catalog name and the SHA-256 of those weights; loading builds the
+packaged backbone and refuses it if its weights hash differently (another version of the package).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import torch
 from torch import nn
 
 from .backbones.base import Backbone, Preprocessing
+from .backbones.deferred import mark_packaged, state_sha256, weights_reference
 from .backbones.taps import Taps
 from .errors import RunError, WeightsError
 from .io import write_json, write_with
@@ -127,10 +133,14 @@ def save_model(model: TransferModel, folder: str | Path, extra: dict[str, Any] |
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    reference = weights_reference(model.backbone)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()
+             if reference is None or not k.startswith("backbone.")}
     state = _dedupe_shared(state)
     write_with(folder / MODEL_WEIGHTS, lambda tmp: save_file(state, str(tmp)))
     meta = model.metadata()
+    if reference is not None:
+        meta["backbone_weights"] = reference
     if extra:
         meta.update(extra)
     write_json(folder / MODEL_META, meta)
@@ -156,7 +166,11 @@ def load_model(folder: str | Path, *, trust_code: bool = False) -> TransferModel
             "point at a finished run folder or a folder written by save()."
         )
     meta = read_model_meta(meta_path)
-    backbone = build_from_spec(meta["backbone"], trust_code=trust_code, source=f"The model folder '{folder}'")
+    reference = meta.get("backbone_weights")
+    if reference is not None:
+        backbone = _referenced_backbone(reference, meta_path)
+    else:
+        backbone = build_from_spec(meta["backbone"], trust_code=trust_code, source=f"The model folder '{folder}'")
     pre = Preprocessing.from_dict(meta["preprocessing"])
     if pre.tokenizer and not Path(pre.tokenizer).exists() and backbone.preprocessing.tokenizer:
         pre.tokenizer = backbone.preprocessing.tokenizer  # the packaged tokenizer moved with a new venv
@@ -175,6 +189,8 @@ def load_model(folder: str | Path, *, trust_code: bool = False) -> TransferModel
     except (SafetensorError, OSError) as e:
         raise WeightsError(f"'{weights_path}' cannot be read as safetensors ({e}); save the model again.") from None
     model.inference = inference_of(meta)
+    if reference is not None:  # the backbone's tensors are the package's, checked above
+        state = {**{f"backbone.{k}": v for k, v in backbone.state_dict().items()}, **state}
     if meta.get("pruned") is not None:
         apply_layer_shapes(model, meta["pruned"], source=str(meta_path))
     missing, unexpected = _load_strict(model, state)
@@ -185,6 +201,38 @@ def load_model(folder: str | Path, *, trust_code: bool = False) -> TransferModel
         )
     model.eval()
     return model
+
+
+def model_file_bytes(folder: str | Path) -> int:
+    """What a saved model takes: ``model.safetensors``, plus the packaged backbone tensors it names by reference."""
+    folder = Path(folder)
+    size = (folder / MODEL_WEIGHTS).stat().st_size
+    try:
+        reference = json.loads((folder / MODEL_META).read_text()).get("backbone_weights")
+    except (OSError, ValueError, AttributeError):
+        return size
+    extra = reference.get("bytes") if isinstance(reference, dict) else None
+    return size + (extra if isinstance(extra, int) and extra > 0 else 0)
+
+
+def _referenced_backbone(reference: Any, meta_path: Path) -> Backbone:
+    """The packaged backbone a model saved by reference names, checked against the weights hash it recorded."""
+    from .backbones import CATALOG, build_catalog
+
+    name = reference.get("catalog") if isinstance(reference, dict) else None
+    sha = reference.get("weights_sha256") if isinstance(reference, dict) else None
+    entry = CATALOG.get(name) if isinstance(name, str) else None
+    if entry is None or entry.source_files is None or not isinstance(sha, str):
+        raise RunError(f"'{meta_path}' is damaged (its 'backbone_weights' must name a packaged catalog backbone and "
+                       "its weights hash); save the model again or use an intact copy.")
+    backbone = build_catalog(name)
+    if state_sha256(backbone) != sha:
+        raise WeightsError(
+            f"'{meta_path.parent}' was saved with the packaged weights of '{name}' by reference, and the installed "
+            "ones differ (another version of the package); install the version it was saved with, or fit again."
+        )
+    mark_packaged(backbone, name, sha)
+    return backbone
 
 
 #: the top-level entries of ``model.json`` that :func:`load_model` reads, with their JSON types

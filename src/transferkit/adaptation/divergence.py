@@ -34,7 +34,8 @@ def model_features(model: Any, ds: Dataset, *, max_samples: int | None = None, s
     """
     import torch
 
-    from ..data.loaders import make_loader, to_device
+    from ..data.devices import to_device
+    from ..data.loaders import make_loader
 
     ds = subsample(ds, max_samples, seed=seed)
     device = next(model.parameters()).device

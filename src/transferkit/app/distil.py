@@ -30,6 +30,7 @@ import numpy as np
 
 from ..config import RunConfig
 from ..errors import ConfigError
+from ..model import MODEL_META, MODEL_WEIGHTS, model_file_bytes
 from .fit import RunResult, run_fit
 
 REPEATS = 5
@@ -112,6 +113,8 @@ def _take(x: Any, n: int) -> Any:
 def _file_mb(path: Path | None) -> float | None:
     if path is None or not path.is_file():
         return None
+    if path.name == MODEL_WEIGHTS and (path.parent / MODEL_META).is_file():  # a saved model: count what it names
+        return round(model_file_bytes(path.parent) / 1e6, 6)
     return round(path.stat().st_size / 1e6, 6)
 
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -41,6 +42,7 @@ from ..errors import BackboneError, RunError
 from .base import IMAGENET_MEAN, IMAGENET_STD, Backbone, Preprocessing
 from .catalog import CATALOG, build_catalog, imagenet_classes
 from .catalog import list_backbones as list_catalog
+from .deferred import packaged_feature_backbone
 from .fused import FusedBackbone
 from .module_backbone import ModuleBackbone, check_blocks
 from .tapped import SharedPass, TapBackbone
@@ -179,15 +181,23 @@ def feature_backbone(
     pooling: str = "avg",
     weights: str | None = None,
     pretrained: bool = True,
+    cards: str | os.PathLike[str] | None = None,
 ) -> Backbone:
     """The frozen feature source for names such as ``"mobilenet_v2.imagenet"`` or ``"a,b"`` (or ``["a", "b"]``).
 
     One name gives that backbone (a :class:`TapBackbone` of it at ``layers``, block indices or module paths, when
     given); several give a :class:`FusedBackbone` of them, each tapped at the same ``layers``. ``weights`` (a local
-    file) replaces the first backbone's weights.
+    file) replaces the first backbone's weights. With ``cards`` (a folder), a packaged pretrained catalog backbone
+    used whole is described from its card there and built only when its modules are needed (:mod:`.deferred`).
     """
+    names = _names(backbones)
+    if cards is not None and len(names) == 1 and layers is None and weights is None and pretrained:
+        entry = CATALOG.get(names[0])
+        if entry is not None and entry.pretrained and entry.source_files is not None:
+            name = names[0]
+            return packaged_feature_backbone(name, entry.source_files(), lambda: build_catalog(name), cards)
     parts: list[Backbone] = []
-    for i, name in enumerate(_names(backbones)):
+    for i, name in enumerate(names):
         bb = build_backbone(name, weights=weights if i == 0 else None, pretrained=pretrained)
         parts.append(TapBackbone(bb, layers, pooling) if layers is not None else bb)
     return parts[0] if len(parts) == 1 else FusedBackbone(parts)

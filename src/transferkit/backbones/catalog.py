@@ -108,12 +108,16 @@ class CatalogEntry:
     description: str
     build: Callable[[bool, str | None, str], Backbone]
     pretrained: bool = True  # False: the entry is a random-init baseline whatever the caller asks
+    #: the packaged files its pretrained weights and architecture come from (their hashes key its card, see
+    #: :mod:`.deferred`); ``None``: not a packaged pretrained backbone
+    source_files: Callable[[], list[Path]] | None = None
 
 
 CATALOG: dict[str, CatalogEntry] = {
     "mobilenet_v2.imagenet": CatalogEntry(
         "image, MobileNetV2 pretrained on ImageNet-1k (torchvision weights, offline package), 1280-d, 224 px",
         _mobilenet,
+        source_files=lambda: [mobilenet_v2_weights_file()],
     ),
     "mobilenet_v2.random": CatalogEntry(
         "image, MobileNetV2 architecture with random initialisation (from-scratch baseline), 1280-d",
@@ -123,6 +127,7 @@ CATALOG: dict[str, CatalogEntry] = {
     "minilm-l6": CatalogEntry(
         "text, sentence-transformers all-MiniLM-L6-v2 (offline package), mean pooling, 384-d, 128 tokens",
         _minilm,
+        source_files=lambda: sorted(p for p in minilm_folder().iterdir() if p.is_file()),
     ),
     "bow-hash": CatalogEntry(
         "text, bag-of-words baseline: hashed MiniLM word-piece counts, log-TF, L2-normalised, 4096-d, no weights",

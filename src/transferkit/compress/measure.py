@@ -44,7 +44,7 @@ def median_seconds(fn: Callable[[], Any], *, repeats: int = 10, warmup: int = 2)
 
 def batch_of(batches: list[tuple[Any, torch.Tensor]], n: int) -> Any:
     """The first ``n`` inputs of ``batches`` as one batch (repeated when there are fewer)."""
-    from ..data.loaders import to_device
+    from ..data.devices import to_device
 
     xs = [to_device(x, torch.device("cpu")) for x, _ in batches]
     if torch.is_tensor(xs[0]):

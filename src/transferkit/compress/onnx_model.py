@@ -143,7 +143,7 @@ def onnx_logits(sess: Any, names: list[str], batches: Iterable[Any]) -> np.ndarr
 
 def torch_logits(model: torch.nn.Module, batches: Iterable[Any]) -> np.ndarray:
     """The PyTorch model's logits over ``batches`` (CPU, eval mode, no gradients)."""
-    from ..data.loaders import to_device
+    from ..data.devices import to_device
 
     model.to("cpu").eval()
     with torch.no_grad():

@@ -42,6 +42,7 @@ from torchvision.transforms import v2
 from ..errors import BackboneError, ConfigError, DataError
 from .arrays import as_image_array
 from .base import Dataset
+from .devices import to_device as to_device  # its old home: code that imports it from here still works
 from .image_folders import skipped_message
 from .preprocessing import Preprocessing
 from .transforms import BatchNormalizer, _resolve_size, check_preset, to_uint8_chw, uint8_transform
@@ -56,17 +57,6 @@ def _mix(*values: int) -> int:
     """A well-mixed 63-bit seed from integers (so (seed, epoch) = (0, 1) and (1, 0) give unrelated streams)."""
     state = np.random.SeedSequence([int(v) & 0xFFFFFFFFFFFFFFFF for v in values]).generate_state(2, dtype=np.uint32)
     return (int(state[0]) << 31) ^ int(state[1])
-
-
-def to_device(batch: Any, device: torch.device) -> Any:
-    """Move a batch (tensor, dict of tensors, or tuple of those) to ``device``."""
-    if torch.is_tensor(batch):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, list | tuple):
-        return type(batch)(to_device(v, device) for v in batch)
-    return batch
 
 
 def batches_per_epoch(n: int, batch_size: int, *, train: bool, drop_last: bool = False) -> int:

@@ -7,6 +7,7 @@ Layout under the root (``$TRANSFERKIT_CACHE_DIR``, else ``~/.cache/transferkit``
     onnx/<key>/model.onnx         exported frozen backbones (keyed without the data), see ``onnx_export.py``
     heads/<key>/head.npz          closed-form heads fitted on cached features (the probe's weights, bias), with
     heads/<key>/meta.json         their record (the C path's scores); keyed by the features, labels and settings
+    backbones/<key>.json          descriptions (cards) of packaged backbones, so a cached re-run need not build one
     locks/<key>.lock              one lock file per key (``filelock``)
 
 Atomicity: an entry is written into a temporary directory ``.tmp-<key>-*`` next to where it belongs (same file
@@ -101,6 +102,11 @@ class FeatureCache:
     @property
     def heads_dir(self) -> Path:
         return self.root / "heads"
+
+    @property
+    def cards_dir(self) -> Path:
+        """Descriptions of packaged backbones (:mod:`transferkit.backbones.deferred`): a re-run need not build one."""
+        return self.root / "backbones"
 
     def key(self, parts: dict[str, Any]) -> str:
         """SHA-256 (hex) of the canonical JSON of ``parts``: equal parts, equal key."""
@@ -293,6 +299,7 @@ class FeatureCache:
                     removed += int(_remove_tree(path))
                 else:  # failure markers of exports, stray temporary files of atomic writes
                     path.unlink(missing_ok=True)
+        shutil.rmtree(self.cards_dir, ignore_errors=True)  # descriptions only: rebuilt by the next fit
         return removed
 
     def _remove_orphan(self, path: Path, key: str) -> None:

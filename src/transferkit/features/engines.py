@@ -107,7 +107,7 @@ class TorchEngine:
             backbone.to(self.device)
 
     def __call__(self, batch: Any) -> np.ndarray:
-        from ..data.loaders import to_device
+        from ..data.devices import to_device
 
         with torch.inference_mode():
             out = self.backbone(to_device(batch, self.device))

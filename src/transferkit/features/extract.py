@@ -32,6 +32,7 @@ import torch
 
 from ..backbones import feature_backbone
 from ..backbones.base import Backbone
+from ..backbones.deferred import is_deferred
 from ..backbones.taps import eval_mode
 from ..data.base import Dataset
 from ..errors import BackboneError, DataError
@@ -127,6 +128,9 @@ def compute_features(
 ) -> str:
     """Fill ``out`` (``(len(data), D)``) with ``backbone``'s features of ``data``; returns the engine name used."""
     from tqdm.auto import tqdm
+
+    if is_deferred(backbone):  # a packaged backbone known from its card: it runs now, so build it first
+        backbone.materialise()
 
     gpu = engine != "onnx" and torch.cuda.is_available()  # the engine will be PyTorch on the GPU
     inputs = frozen_batches(data, backbone.preprocessing, image_size=image_size, batch_size=batch_size,

@@ -14,7 +14,6 @@ Features change when any of these change, and only then:
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
@@ -22,6 +21,7 @@ import torch
 from torch import nn
 
 from ..backbones.base import Backbone
+from ..backbones.deferred import declared_weights_sha256, state_sha256
 from ..data.base import Dataset
 
 FEATURES_FORMAT = "transferkit-features/1"
@@ -34,14 +34,12 @@ def canonical_json(parts: Any) -> str:
 
 
 def weights_sha256(module: nn.Module) -> str:
-    """SHA-256 of every tensor in ``module.state_dict()`` (names, dtypes, shapes and bytes, sorted by name)."""
-    h = hashlib.sha256()
-    for name, t in sorted(module.state_dict().items()):
-        t = t.detach()
-        h.update(f"{name}\x00{t.dtype}\x00{tuple(t.shape)}\x00".encode())
-        flat = t.to("cpu").contiguous().reshape(-1)
-        h.update(flat.view(torch.uint8).numpy() if flat.numel() else b"")
-    return h.hexdigest()
+    """SHA-256 of every tensor in ``module.state_dict()`` (names, dtypes, shapes and bytes, sorted by name).
+
+    A deferred packaged backbone (not built yet) gives the hash its card recorded when it was last built, which the
+    build checks again (:mod:`transferkit.backbones.deferred`).
+    """
+    return declared_weights_sha256(module) or state_sha256(module)
 
 
 def resolved_image_size(backbone: Backbone, data: Dataset | None, image_size: int | None) -> int | None:

@@ -143,7 +143,7 @@ class Delta(RegularisedMethod):
         from sklearn.linear_model import LogisticRegression
         from sklearn.preprocessing import StandardScaler
 
-        from ..data.loaders import to_device
+        from ..data.devices import to_device
 
         ds = subsample(ctx.train, self.params.attention_samples, seed=ctx.train_config.seed)
         loader_of = ctx.make_loader

@@ -38,7 +38,7 @@ import torch
 from ..adaptation.losses import GradientReversal, dann_schedule
 from ..config import param
 from ..data.base import Dataset
-from ..data.loaders import to_device
+from ..data.devices import to_device
 from ..errors import ConfigError, DataError
 from ..model import TransferModel, forward_with_features, make_head, unwrap
 from .base import FitContext, Method, infinite

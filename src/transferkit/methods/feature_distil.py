@@ -37,7 +37,7 @@ from torch import nn
 
 from ..backbones.taps import Taps, resolve_layers
 from ..config import param
-from ..data.loaders import to_device
+from ..data.devices import to_device
 from ..data.sampling import subsample
 from ..errors import ConfigError
 from ..model import TransferModel, unwrap

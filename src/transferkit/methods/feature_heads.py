@@ -79,8 +79,9 @@ class FeatureHeadMethod(Method):
 
         p = self.params
         names = [model_cfg.backbone, *p.fuse]
+        cards = default_cache().cards_dir if p.cache else None  # a cached re-run need not build the backbone
         return feature_backbone(names if p.fuse else model_cfg.backbone, layers=p.layers, pooling=p.pooling,
-                                weights=model_cfg.weights, pretrained=model_cfg.pretrained)
+                                weights=model_cfg.weights, pretrained=model_cfg.pretrained, cards=cards)
 
     def inference(self) -> dict[str, Any]:
         return {"frozen_backbone": True, "engine": self.params.engine}

@@ -48,7 +48,7 @@ def recalibrate_norm_statistics(model: TransferModel, batches: Any) -> int:
     The statistics are the plain average over the batches (momentum ``None``), computed in training mode without
     gradients; weights, biases and every other module's state are untouched. Returns the number of layers reset.
     """
-    from ..data.loaders import to_device
+    from ..data.devices import to_device
 
     norms = [m for m in model.backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
              and m.track_running_stats]

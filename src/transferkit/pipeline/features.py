@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from ..backbones.deferred import declared_parameter_count
 from ..data.base import Dataset
 from ..train.contract import FitContext, FitResult
 
@@ -43,7 +44,7 @@ class FeatureStage:
         for row in result.history:
             row.setdefault("feature_seconds", round(self.feature_seconds, 3))
         result.seconds = time.perf_counter() - self.t0
-        result.total_params = sum(p.numel() for p in model.parameters())
+        result.total_params = declared_parameter_count(model)
         result.extra["feature_seconds"] = self.feature_seconds
 
 

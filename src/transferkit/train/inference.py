@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..data.base import Dataset
-from ..data.loaders import to_device
+from ..data.devices import to_device
 from ..model import TransferModel
 
 

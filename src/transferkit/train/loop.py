@@ -53,7 +53,7 @@ import torch
 
 from ..config import ModelConfig, TrainConfig
 from ..data.base import Dataset
-from ..data.loaders import to_device
+from ..data.devices import to_device
 from ..errors import RunError
 from ..evaluate.metrics import classification_metrics
 from ..io import write_with
