@@ -70,7 +70,7 @@ def _noisy_members(n: int, seed: int) -> tuple[list[np.ndarray], np.ndarray]:
     return [member(0.8, 2.0), member(0.7, 1.5), member(0.5, 6.0)], y
 
 
-def test_stacker_learns_to_discount_a_bad_member_and_refuses_the_training_split():
+def test_stacker_learns_to_discount_a_bad_member_and_refuses_the_training_split(tmp_path):
     probas, y = _noisy_members(600, 0)
     test_p, test_y = _noisy_members(600, 1)
     with pytest.raises(DataError, match="not on the training split"):
@@ -83,6 +83,13 @@ def test_stacker_learns_to_discount_a_bad_member_and_refuses_the_training_split(
     # saved as arrays and rebuilt: the same probabilities
     again = C.Stacker.from_arrays(st.arrays(), st.n_classes, st.C)
     np.testing.assert_array_equal(again.predict_proba(test_p), st.predict_proba(test_p))
+    # through a safetensors file, as an ensemble folder keeps it (sklearn's multinomial coef_ is Fortran-ordered)
+    from safetensors.numpy import load_file, save_file
+
+    assert st.coef.shape == (3, 9)
+    save_file(st.arrays(), str(tmp_path / "stacker.safetensors"))
+    loaded = C.Stacker.from_arrays(load_file(str(tmp_path / "stacker.safetensors")), st.n_classes, st.C)
+    np.testing.assert_array_equal(loaded.predict_proba(test_p), st.predict_proba(test_p))
 
 
 def test_stacker_needs_every_class_in_its_data():
