@@ -134,6 +134,51 @@ def test_average_states_and_swa_recompute_batch_norm_statistics():
     assert not torch.allclose(swa[1].running_mean, avg["1.running_mean"])
 
 
+def test_soups_average_batch_norm_statistics_or_re_estimate_them_for_the_averaged_weights():
+    """A soup of batch-norm networks: by default (no ``finish``) every float tensor is the members' mean, running
+    statistics included (the paper's recipe); with the re-estimation step the statistics are those of the averaged
+    weights' activations, and the greedy soup judges each candidate after that step."""
+    from transferkit.ensemble.weights import batch_norm_differs, greedy_soup, soup_model, uniform_soup
+
+    class Net(nn.Sequential):
+        def metadata(self):
+            return {"backbone": "bn-net", "head": "linear", "classes": ["a", "b"]}
+
+    nets = []
+    for s in range(3):
+        torch.manual_seed(s)
+        net = Net(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2))
+        net.train()
+        with torch.no_grad():
+            for _ in range(5):  # members' running statistics move apart, as in fine-tuning
+                net(torch.randn(32, 3) * (s + 1) + s)
+        nets.append(net.eval())
+    names = ["a", "b", "c"]
+    assert batch_norm_differs(nets) and not batch_norm_differs([nets[0], nets[0]])
+    soup = uniform_soup(nets, names)
+    for k in ("1.running_mean", "1.running_var", "1.weight", "0.weight"):
+        torch.testing.assert_close(soup.state_dict()[k], sum(n.state_dict()[k] for n in nets) / 3)
+    assert torch.equal(soup.state_dict()["1.num_batches_tracked"], nets[0].state_dict()["1.num_batches_tracked"])
+
+    x = torch.randn(256, 3) * 2 + 1
+
+    def finish(model):  # the statistics of these weights' activations on x
+        torch.optim.swa_utils.update_bn([x], model)
+
+    again = soup_model(nets, [0, 1, 2], finish)
+    with torch.no_grad():
+        h = again[0](x)
+    torch.testing.assert_close(again[1].running_mean, h.mean(0), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(again[1].running_mean, soup[1].running_mean)
+    torch.testing.assert_close(again[0].weight, soup[0].weight)  # weights untouched by the step
+    judged = []
+    _, chosen, _ = greedy_soup(nets, names, lambda m: judged.append(m[1].running_mean.clone()) or 1.0, finish)
+    assert chosen == [0, 1, 2]  # equal accuracy keeps a member
+    # the candidate soups (after the three single members) were judged with re-estimated statistics
+    with torch.no_grad():
+        torch.testing.assert_close(judged[-1], again[0](x).mean(0), rtol=1e-4, atol=1e-5)
+
+
 def test_ray_backend_without_ray_is_one_sentence_and_bad_jobs_are_refused():
     from transferkit.app.parallel import check_backend, run_parallel, threads_per_job
 
