@@ -151,7 +151,8 @@ def _soup(folder: Any, config: dict[str, Any], members: list[Any], names: list[s
         raise ConfigError("A soup averages single models; an ensemble folder cannot be a soup member.")
     models = [m.model_ for m in members]
     check_same_architecture(models, names)
-    finish, bn_note = None, "averaged with the weights (the members share them)"
+    has_bn = any(k.endswith("running_mean") for k in models[0].state_dict())
+    finish, bn_note = None, ("the members' own (they share them)" if has_bn else "none (no batch-norm layers)")
     if batch_norm_differs(models):
         if bn_data is None:
             bn_note = "averaged with the weights (--soup-bn average)"
