@@ -11,6 +11,13 @@ A. Stacking of three existing runs on different backbones/methods: ``minilm-l6``
 B. Greedy soup (Wortsman et al. 2022) of ``--soup-members`` ``minilm-l6`` + ``mlp-head`` runs that share the source and
    the seeded head initialisation and differ in learning rate, chosen on val, against the best single member chosen
    on val (what a user would deploy) and the best member on test; one model's prediction cost.
+D. Soups of FULL fine-tunes (the soup paper's setting) on Animal-MNIST: per seed ``s``, three fine-tunes of the whole
+   ``mobilenet_v2.imagenet`` (``--soup-image-size`` px, ``--soup-train-size`` training images drawn with
+   ``data.split_seed = s``, ``--soup-epochs`` epochs) with ``train.seed = s`` (the same head initialisation and data
+   order) and learning rates ``--soup-lrs``; uniform and greedy soups (chosen on val, 972 images) with the batch-norm
+   statistics averaged with the weights (the paper's recipe) or re-estimated on the training images (``--soup-bn
+   recompute``, the default), against the best member chosen on val and on test (1,943 images); the output
+   ensemble (average of the members' probabilities, three models' cost) for reference.
 C. Bagging (``--members`` fits on bootstrap samples) and boosting (AdaBoost-SAMME with the loop's sample weights), each
    member ``--member-epochs`` epochs, against one run of ``members x member-epochs`` epochs (the same training
    budget): ``bow-hash`` + ``finetune`` with an MLP head (the hashed features have no weights; the loop trains the
@@ -18,6 +25,7 @@ C. Bagging (``--members`` fits on bootstrap samples) and boosting (AdaBoost-SAMM
 
     .venv/bin/python benchmarks/ensembles.py                      # 3 seeds, all parts
     .venv/bin/python benchmarks/ensembles.py --parts A --seeds 0 1 2 3 4
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ensembles.py --parts D --threads 1   # full fine-tune soups
 
 Frozen MiniLM features are cached (``$TRANSFERKIT_CACHE_DIR``), so val/test are extracted once.
 """
@@ -49,8 +57,9 @@ STACK_MEMBERS = {"minilm-probe": ("minilm-l6", "probe", {}), "bow-probe": ("bow-
 SOUP_LRS = (3e-4, 1e-3, 3e-3, 1e-2)
 
 
-def _cfg(out: Path, seed: int, train_size: int, backbone: str, method: str, extra: dict[str, Any]) -> RunConfig:
-    sets = {"data.name": DATA, "data.train_size": train_size, "data.split_seed": seed, "model.backbone": backbone,
+def _cfg(out: Path, seed: int, train_size: int, backbone: str, method: str, extra: dict[str, Any],
+         data: str = DATA) -> RunConfig:
+    sets = {"data.name": data, "data.train_size": train_size, "data.split_seed": seed, "model.backbone": backbone,
             "model.method": method, "train.seed": seed, "train.progress": False, "out": str(out), **extra}
     return apply_overrides(RunConfig(), list(sets.items()))
 
@@ -135,6 +144,66 @@ def table_b(rows: list[dict[str, Any]], n_members: int) -> str:
                   "ECE %"], body)
 
 
+SOUP_DATA = "animal-mnist"
+
+
+def part_d(root: Path, seeds: list[int], train_size: int, image_size: int, epochs: int, lrs: tuple[float, ...]
+           ) -> tuple[str, list[dict[str, Any]]]:
+    rows = []
+    for s in seeds:
+        t0 = time.perf_counter()
+        runs = [run_fit(_cfg(root / f"d{s}-lr{lr:g}", s, train_size, "mobilenet_v2.imagenet", "finetune",
+                             {"model.image_size": image_size, "train.epochs": epochs, "train.lr": lr},
+                             data=SOUP_DATA)).out for lr in lrs]
+        t_fit = time.perf_counter() - t0
+        data = _cfg(root, s, train_size, "x", "probe", {}, data=SOUP_DATA).data
+        reports, secs = {}, {}
+        for how in ("greedy-soup", "uniform-soup"):
+            for bn in ("recompute", "average"):
+                t0 = time.perf_counter()
+                reports[how, bn] = ensemble_runs(runs, how=how, out=root / f"d{s}-{how}-{bn}", data=data,
+                                                 soup_bn=bn).report
+                secs[how, bn] = time.perf_counter() - t0
+        a = ensemble_runs(runs, how="average", out=root / f"d{s}-avg", data=data).report
+        g = reports["greedy-soup", "recompute"]
+        val_best = max(g["greedy_trace"], key=lambda t: t["member_accuracy"])["member"]
+        by_name = {m["name"]: m for m in g["members"]}
+        row = {"seed": s, "average_acc": a["ensemble"]["accuracy"], "average_ece": a["ensemble"]["ece"],
+               "val_best_member_acc": by_name[val_best]["accuracy"], "val_best_member_ece": by_name[val_best]["ece"],
+               "test_best_member_acc": max(m["accuracy"] for m in g["members"]),
+               "member_accs": [m["accuracy"] for m in g["members"]],
+               "member_val_accs": {t["member"]: t["member_accuracy"] for t in g["greedy_trace"]}, "fit_s": t_fit}
+        for (how, bn), r in reports.items():
+            key = f"{how.split('-')[0]}_{bn}"
+            row.update({f"{key}_acc": r["ensemble"]["accuracy"], f"{key}_ece": r["ensemble"]["ece"],
+                        f"{key}_s": secs[how, bn]})
+            if how == "greedy-soup":
+                row[f"{key}_kept"] = len(r["members_in_soup"])
+        rows.append(row)
+        print(f"D seed {s}: {json.dumps(rows[-1])}", file=sys.stderr, flush=True)
+    return table_d(rows, [f"{lr:g}" for lr in lrs]), rows
+
+
+def table_d(rows: list[dict[str, Any]], lrs: list[str]) -> str:
+    col = lambda k: [r[k] for r in rows]  # noqa: E731
+    paired = lambda a, b: [x - y for x, y in zip(col(a), col(b), strict=True)]  # noqa: E731
+    n = len(lrs)
+    body = [[f"member, lr {lr}", _pm([r["member_accs"][i] for r in rows]), "", "", "1"] for i, lr in enumerate(lrs)]
+    body += [["best single member (chosen on val)", _pm(col("val_best_member_acc")), "",
+              _pm(col("val_best_member_ece")), "1"],
+             ["best single member (on test, optimistic)", _pm(col("test_best_member_acc")),
+              _gain(paired("test_best_member_acc", "val_best_member_acc")), "", "1"]]
+    for name, key in (("uniform soup", "uniform"), ("greedy soup", "greedy")):
+        for bn, says in (("average", "averaged (the paper's recipe)"), ("recompute", "re-estimated on train")):
+            kept = (f" ({statistics.fmean(col(f'greedy_{bn}_kept')):.1f} of {n} kept)" if key == "greedy" else "")
+            body.append([f"{name}{kept}, BN statistics {says}", _pm(col(f"{key}_{bn}_acc")),
+                         _gain(paired(f"{key}_{bn}_acc", "val_best_member_acc")), _pm(col(f"{key}_{bn}_ece")), "1"])
+    body.append(["average of the members' probabilities (reference)", _pm(col("average_acc")),
+                 _gain(paired("average_acc", "val_best_member_acc")), _pm(col("average_ece")), str(n)])
+    return table(["model", "test acc %", "gain vs val-chosen member (paired, points)", "ECE %",
+                  "models run per prediction"], body)
+
+
 def part_c(root: Path, seeds: list[int], train_size: int, members: int, member_epochs: int, jobs: int
            ) -> tuple[str, list[dict[str, Any]]]:
     rows = []
@@ -181,7 +250,7 @@ def table_c(rows: list[dict[str, Any]], members: int, member_epochs: int) -> str
 def summarise_log(path: str, n_members: int, members: int, member_epochs: int) -> None:
     """Print the tables from the per-seed lines (``A seed 0: {...}``) a run wrote to stderr, e.g. of a run that was
     stopped before its last seed."""
-    rows: dict[str, list[dict[str, Any]]] = {"A": [], "B": [], "C": []}
+    rows: dict[str, list[dict[str, Any]]] = {"A": [], "B": [], "C": [], "D": []}
     for line in Path(path).read_text(encoding="utf-8").splitlines():
         if len(line) > 8 and line[0] in rows and line[1:8] == " seed " + line[7] and ": {" in line:
             rows[line[0]].append(json.loads(line.split(": ", 1)[1]))
@@ -191,25 +260,38 @@ def summarise_log(path: str, n_members: int, members: int, member_epochs: int) -
         print(f"### B ({len(rows['B'])} seeds)\n\n{table_b(rows['B'], n_members)}\n")
     if rows["C"]:
         print(f"### C ({len(rows['C'])} seeds)\n\n{table_c(rows['C'], members, member_epochs)}\n")
+    if rows["D"]:
+        lrs = [name.rsplit("lr", 1)[-1] for name in rows["D"][0]["member_val_accs"]]
+        print(f"### D ({len(rows['D'])} seeds)\n\n{table_d(rows['D'], sorted(lrs, key=float))}\n")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--parts", nargs="+", default=["A", "B", "C"], choices=["A", "B", "C"])
+    ap.add_argument("--parts", nargs="+", default=["A", "B", "C", "D"], choices=["A", "B", "C", "D"])
     ap.add_argument("--train-size", type=int, default=1000)
     ap.add_argument("--members", type=int, default=3)
     ap.add_argument("--member-epochs", type=int, default=2)
     ap.add_argument("--soup-members", type=int, default=len(SOUP_LRS))
     ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--soup-train-size", type=int, default=1000, help="part D: Animal-MNIST training images")
+    ap.add_argument("--soup-image-size", type=int, default=64, help="part D: image size in pixels")
+    ap.add_argument("--soup-epochs", type=int, default=2, help="part D: epochs per fine-tune")
+    ap.add_argument("--soup-lrs", type=float, nargs="+", default=[3e-4, 1e-3, 3e-3],
+                    help="part D: the members' learning rates (the head's is train.head_lr_scale times more)")
+    ap.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
     ap.add_argument("--results", help="also write every per-seed row to this JSON file")
     ap.add_argument("--summarise", metavar="LOG", help="only print the tables of the per-seed lines in LOG (stderr "
                                                         "of an earlier run)")
     args = ap.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.summarise:
         summarise_log(args.summarise, args.soup_members, args.members, args.member_epochs)
         return
-    print(f"Ensembles on {DATA} (train {args.train_size} per seed), seeds {args.seeds}; {machine()}\n")
+    print(f"Ensembles, parts {' '.join(args.parts)}, seeds {args.seeds}; {machine()}\n")
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="tk-ensembles-") as tmp:
         root = Path(tmp)
@@ -224,6 +306,11 @@ def main() -> None:
             text, results["C"] = part_c(root, args.seeds, args.train_size, args.members, args.member_epochs,
                                         args.jobs)
             print("### C. Bagging and boosting vs one run of the same budget\n\n" + text + "\n", flush=True)
+        if "D" in args.parts:
+            text, results["D"] = part_d(root, args.seeds, args.soup_train_size, args.soup_image_size,
+                                        args.soup_epochs, tuple(args.soup_lrs))
+            print(f"### D. Soups of full fine-tunes ({SOUP_DATA}, {args.soup_train_size} training images, "
+                  f"{args.soup_image_size} px, {args.soup_epochs} epochs)\n\n" + text + "\n", flush=True)
         print(f"total wall time {time.perf_counter() - t0:.0f} s (shared, loaded machine)")
     if args.results:
         Path(args.results).write_text(json.dumps(results, indent=1))

@@ -70,7 +70,7 @@ def _noisy_members(n: int, seed: int) -> tuple[list[np.ndarray], np.ndarray]:
     return [member(0.8, 2.0), member(0.7, 1.5), member(0.5, 6.0)], y
 
 
-def test_stacker_learns_to_discount_a_bad_member_and_refuses_the_training_split():
+def test_stacker_learns_to_discount_a_bad_member_and_refuses_the_training_split(tmp_path):
     probas, y = _noisy_members(600, 0)
     test_p, test_y = _noisy_members(600, 1)
     with pytest.raises(DataError, match="not on the training split"):
@@ -83,6 +83,13 @@ def test_stacker_learns_to_discount_a_bad_member_and_refuses_the_training_split(
     # saved as arrays and rebuilt: the same probabilities
     again = C.Stacker.from_arrays(st.arrays(), st.n_classes, st.C)
     np.testing.assert_array_equal(again.predict_proba(test_p), st.predict_proba(test_p))
+    # through a safetensors file, as an ensemble folder keeps it (sklearn's multinomial coef_ is Fortran-ordered)
+    from safetensors.numpy import load_file, save_file
+
+    assert st.coef.shape == (3, 9)
+    save_file(st.arrays(), str(tmp_path / "stacker.safetensors"))
+    loaded = C.Stacker.from_arrays(load_file(str(tmp_path / "stacker.safetensors")), st.n_classes, st.C)
+    np.testing.assert_array_equal(loaded.predict_proba(test_p), st.predict_proba(test_p))
 
 
 def test_stacker_needs_every_class_in_its_data():
@@ -125,6 +132,51 @@ def test_average_states_and_swa_recompute_batch_norm_statistics():
         h = swa[0](x)  # batch-norm statistics of the averaged weights on the data, not averaged statistics
     torch.testing.assert_close(swa[1].running_mean, h.mean(0), rtol=1e-4, atol=1e-5)
     assert not torch.allclose(swa[1].running_mean, avg["1.running_mean"])
+
+
+def test_soups_average_batch_norm_statistics_or_re_estimate_them_for_the_averaged_weights():
+    """A soup of batch-norm networks: by default (no ``finish``) every float tensor is the members' mean, running
+    statistics included (the paper's recipe); with the re-estimation step the statistics are those of the averaged
+    weights' activations, and the greedy soup judges each candidate after that step."""
+    from transferkit.ensemble.weights import batch_norm_differs, greedy_soup, soup_model, uniform_soup
+
+    class Net(nn.Sequential):
+        def metadata(self):
+            return {"backbone": "bn-net", "head": "linear", "classes": ["a", "b"]}
+
+    nets = []
+    for s in range(3):
+        torch.manual_seed(s)
+        net = Net(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2))
+        net.train()
+        with torch.no_grad():
+            for _ in range(5):  # members' running statistics move apart, as in fine-tuning
+                net(torch.randn(32, 3) * (s + 1) + s)
+        nets.append(net.eval())
+    names = ["a", "b", "c"]
+    assert batch_norm_differs(nets) and not batch_norm_differs([nets[0], nets[0]])
+    soup = uniform_soup(nets, names)
+    for k in ("1.running_mean", "1.running_var", "1.weight", "0.weight"):
+        torch.testing.assert_close(soup.state_dict()[k], sum(n.state_dict()[k] for n in nets) / 3)
+    assert torch.equal(soup.state_dict()["1.num_batches_tracked"], nets[0].state_dict()["1.num_batches_tracked"])
+
+    x = torch.randn(256, 3) * 2 + 1
+
+    def finish(model):  # the statistics of these weights' activations on x
+        torch.optim.swa_utils.update_bn([x], model)
+
+    again = soup_model(nets, [0, 1, 2], finish)
+    with torch.no_grad():
+        h = again[0](x)
+    torch.testing.assert_close(again[1].running_mean, h.mean(0), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(again[1].running_mean, soup[1].running_mean)
+    torch.testing.assert_close(again[0].weight, soup[0].weight)  # weights untouched by the step
+    judged = []
+    _, chosen, _ = greedy_soup(nets, names, lambda m: judged.append(m[1].running_mean.clone()) or 1.0, finish)
+    assert chosen == [0, 1, 2]  # equal accuracy keeps a member
+    # the candidate soups (after the three single members) were judged with re-estimated statistics
+    with torch.no_grad():
+        torch.testing.assert_close(judged[-1], again[0](x).mean(0), rtol=1e-4, atol=1e-5)
 
 
 def test_ray_backend_without_ray_is_one_sentence_and_bad_jobs_are_refused():

@@ -129,6 +129,9 @@ def _parser() -> argparse.ArgumentParser:
     en.add_argument("--fit-split", default="val", choices=["train", "val", "test"],
                     help="held-out split a stacker or greedy soup is fitted on (default val; never train)")
     en.add_argument("--weights", metavar="W1,W2,...", help="one weight per run for --how average or vote")
+    en.add_argument("--soup-bn", default="recompute", choices=["recompute", "average"],
+                    help="soups: re-estimate batch-norm statistics that differ between members on the training "
+                         "split (default), or keep the members' mean")
     en.add_argument("--config", help="a YAML run configuration to train an ensemble from (with --strategy)")
     en.add_argument("--strategy", choices=["bagging", "boosting", "snapshot", "swa"],
                     help="train an ensemble from --config: bagging, boosting (AdaBoost-SAMME), snapshot or swa")
@@ -667,7 +670,7 @@ def _ensemble(args: argparse.Namespace) -> int:
         _output(args.out, "folder", what="ensemble folder")
         result = ensemble_runs(args.runs, how=args.how, out=args.out, data=args.data, split=args.split,
                                fit_split=args.fit_split, weights=weights, overwrite=args.overwrite,
-                               trust_code=args.trust_code)
+                               trust_code=args.trust_code, soup_bn=args.soup_bn)
     else:
         from .config import apply_overrides, load_yaml
 

@@ -7,7 +7,11 @@ Of runs that exist (:func:`ensemble_runs`, ``how``):
   ``fit_split`` (default ``val``), refusing the training split and any data that overlaps a member's training
   rows (read from the run's ``config.yaml``).
 * ``uniform-soup`` / ``greedy-soup``: the members' weights averaged into one plain model folder (members fine-tuned
-  from the same source); the greedy soup keeps a member only when ``fit_split`` accuracy does not drop.
+  from the same source); the greedy soup keeps a member only when ``fit_split`` accuracy does not drop. When the
+  members' batch-norm statistics differ (full fine-tunes), ``soup_bn="recompute"`` (the default) re-estimates them
+  on the training split's inputs (no labels; at most 2,048 of them, as ``finetune`` recalibrates) for every soup,
+  candidates of the greedy soup included; ``"average"`` keeps the members' mean (see
+  :mod:`transferkit.ensemble.weights`).
 
 Trained as an ensemble (:func:`train_ensemble`, ``strategy``, from one run configuration):
 
@@ -48,6 +52,7 @@ from ..errors import ConfigError, DataError
 
 HOW_RUNS = ("average", "vote", "stack", "uniform-soup", "greedy-soup")
 SOUPS = ("uniform-soup", "greedy-soup")
+SOUP_BN = ("recompute", "average")
 STRATEGIES = ("bagging", "boosting", "snapshot", "swa")
 _NO_LOOP = ("'{strategy}' needs a method the training loop trains epoch by epoch (sample weights, per-epoch "
             "weights); '{method}' fits in one step without it (on frozen features); use bagging, or finetune.")
@@ -71,11 +76,12 @@ def _log(msg: str) -> None:
 # --- of runs that exist -----------------------------------------------------------------------------------------
 def ensemble_runs(runs: list[str | Path], *, how: str, out: str | Path, data: Any, split: str = "test",
                   fit_split: str = "val", weights: list[float] | None = None, overwrite: bool = False,
-                  trust_code: bool = False) -> EnsembleResult:
+                  trust_code: bool = False, soup_bn: str = "recompute") -> EnsembleResult:
     """Combine finished runs (or saved model folders) into the ensemble folder ``out`` (see the module docstring).
 
     ``data`` (a data set name or path, a DataConfig, or Splits) gives the ``split`` the report is measured on and the
-    ``fit_split`` a stacker or greedy soup is fitted on.
+    ``fit_split`` a stacker or greedy soup is fitted on; ``soup_bn`` says what a soup does with batch-norm
+    statistics (``recompute`` on the training split, or ``average``).
     """
     from .runs import RunFolder
 
@@ -83,6 +89,8 @@ def ensemble_runs(runs: list[str | Path], *, how: str, out: str | Path, data: An
         raise ConfigError(f"Unknown way to combine '{how}'; use one of {', '.join(HOW_RUNS)}.")
     if len(runs) < 2:
         raise ConfigError(f"An ensemble needs two or more runs, got {len(runs)}.")
+    if soup_bn not in SOUP_BN:
+        raise ConfigError(f"Unknown soup batch-norm handling '{soup_bn}'; use one of {', '.join(SOUP_BN)}.")
     if weights is not None and (how not in ("average", "vote") or len(weights) != len(runs)):
         raise ConfigError("--weights takes one number per run, with --how average or vote.")
     for r in runs:
@@ -90,15 +98,17 @@ def ensemble_runs(runs: list[str | Path], *, how: str, out: str | Path, data: An
             raise ConfigError(f"'{r}' is not a run folder; give finished run folders (or folders written by save()).")
     folder = RunFolder(out, overwrite=overwrite)
     config = {"ensemble": {"runs": [str(r) for r in runs], "how": how, "data": _describe(data), "split": split,
-                           "fit_split": fit_split, "weights": weights}}
+                           "fit_split": fit_split, "weights": weights,
+                           **({"soup_bn": soup_bn} if how in SOUPS else {})}}
     with folder.hold():
         folder.check(config)
         return _ensemble_runs_in(folder, config, [Path(r) for r in runs], how, data, split, fit_split, weights,
-                                 trust_code)
+                                 trust_code, soup_bn)
 
 
 def _ensemble_runs_in(folder: Any, config: dict[str, Any], runs: list[Path], how: str, data: Any, split: str,
-                      fit_split: str, weights: list[float] | None, trust_code: bool) -> EnsembleResult:
+                      fit_split: str, weights: list[float] | None, trust_code: bool, soup_bn: str
+                      ) -> EnsembleResult:
     from ..api import TransferClassifier
     from ..ensemble import EnsembleClassifier, Stacker
     from ..ensemble.report import ensemble_report
@@ -110,7 +120,8 @@ def _ensemble_runs_in(folder: Any, config: dict[str, Any], runs: list[Path], how
     eval_ds = probe.labelled(_split(splits, split))
     if how in SOUPS:
         return _soup(folder, config, members, names, runs, how, probe, eval_ds, split,
-                     _split(splits, fit_split) if how == "greedy-soup" else None, fit_split)
+                     _split(splits, fit_split) if how == "greedy-soup" else None, fit_split,
+                     splits.train if soup_bn == "recompute" else None)
     stacker, extra = None, {}
     if how == "stack":
         if fit_split == split:
@@ -130,24 +141,33 @@ def _ensemble_runs_in(folder: Any, config: dict[str, Any], runs: list[Path], how
 
 
 def _soup(folder: Any, config: dict[str, Any], members: list[Any], names: list[str], runs: list[Path], how: str,
-          probe: Any, eval_ds: Any, split: str, fit_ds: Any, fit_split: str) -> EnsembleResult:
-    """Average the members' weights (uniform or greedy) into one plain model folder with an ``ensemble.json``."""
+          probe: Any, eval_ds: Any, split: str, fit_ds: Any, fit_split: str, bn_data: Any) -> EnsembleResult:
+    """Average the members' weights (uniform or greedy) into one plain model folder with an ``ensemble.json``;
+    with ``bn_data`` (the training split) batch-norm statistics that differ between members are re-estimated."""
     from ..ensemble.report import ensemble_report
-    from ..ensemble.weights import greedy_soup, uniform_soup
+    from ..ensemble.weights import batch_norm_differs, check_same_architecture, greedy_soup, uniform_soup
 
     if any(not hasattr(m, "model_") or hasattr(m, "members_") for m in members):
         raise ConfigError("A soup averages single models; an ensemble folder cannot be a soup member.")
     models = [m.model_ for m in members]
-    extra: dict[str, Any] = {}
+    check_same_architecture(models, names)
+    has_bn = any(k.endswith("running_mean") for k in models[0].state_dict())
+    finish, bn_note = None, ("the members' own (they share them)" if has_bn else "none (no batch-norm layers)")
+    if batch_norm_differs(models):
+        if bn_data is None:
+            bn_note = "averaged with the weights (--soup-bn average)"
+        else:
+            finish, bn_note = _bn_recalibration(bn_data)
+    extra: dict[str, Any] = {"batch_norm_statistics": bn_note}
     if how == "uniform-soup":
-        model, chosen = uniform_soup(models, names), list(range(len(models)))
+        model, chosen = uniform_soup(models, names, finish), list(range(len(models)))
     else:
         if fit_split == split:
             raise ConfigError(f"The greedy soup would choose and be measured on the same split ({split}); choose on "
                               "another split (--fit-split val).")
         fit_ds = probe.labelled(fit_ds)
-        model, chosen, trace = greedy_soup(models, names, lambda m: _accuracy(members[0], m, fit_ds))
-        extra = {"chosen_on": f"{fit_split} split ({len(fit_ds)} examples)", "greedy_trace": trace}
+        model, chosen, trace = greedy_soup(models, names, lambda m: _accuracy(members[0], m, fit_ds), finish)
+        extra.update({"chosen_on": f"{fit_split} split ({len(fit_ds)} examples)", "greedy_trace": trace})
     soup = copy.copy(members[chosen[0]])
     soup.model_ = model
     probas = probe.member_probas(eval_ds, cache=True)
@@ -159,6 +179,26 @@ def _soup(folder: Any, config: dict[str, Any], members: list[Any], names: list[s
     _finish_report(work)
     out = folder.finalize()
     return EnsembleResult(out, report, _table(report))
+
+
+def _bn_recalibration(train: Any) -> tuple[Any, str]:
+    """The soup's ``finish`` step that re-estimates batch-norm statistics on (a seeded subsample of) ``train``'s
+    inputs, as ``finetune`` recalibrates them, and the note the report keeps about it."""
+    from ..data.loaders import make_loader
+    from ..data.sampling import subsample
+    from ..methods import finetune as ft
+
+    if train is None or not len(train):
+        raise DataError("Re-estimating the soup's batch-norm statistics needs the training split of --data; give "
+                        "data with one, or keep the members' mean with --soup-bn average.")
+    ds = subsample(train, ft.RECALIBRATION_SAMPLES, seed=0, stream=ft.RECALIBRATION_STREAM)
+
+    def finish(model: Any) -> None:
+        loader = make_loader(ds, model.preprocessing, image_size=model.image_size, train=False,
+                             batch_size=ft.RECALIBRATION_BATCH)
+        ft.recalibrate_norm_statistics(model, loader)
+
+    return finish, f"re-estimated on {len(ds)} training inputs (the members' differ)"
 
 
 def _accuracy(like: Any, model: Any, ds: Any) -> float:

@@ -156,8 +156,14 @@ class Stacker:
         return self.model().predict_proba(x)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """What is saved (as safetensors): the coefficients and intercepts."""
-        return {"coef": self.coef.astype(np.float64), "intercept": self.intercept.astype(np.float64)}
+        """What is saved (as safetensors): the coefficients and intercepts, C-contiguous.
+
+        scikit-learn's multinomial ``coef_`` is Fortran-ordered; ``safetensors.numpy.save_file`` writes an array's
+        memory as it lies, so a Fortran-ordered ``(C, M * C)`` matrix came back transposed-and-reshaped (a loaded
+        10-class stacker scored 13 % where it had scored 94 %; two classes have one row, so it did not show there).
+        """
+        return {"coef": np.ascontiguousarray(self.coef, dtype=np.float64),
+                "intercept": np.ascontiguousarray(self.intercept, dtype=np.float64)}
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], n_classes: int, C: float) -> Stacker:  # noqa: N803

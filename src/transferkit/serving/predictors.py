@@ -2,10 +2,11 @@
 
 Two engines, chosen by what the folder holds (:func:`load_predictor`):
 
-* **PyTorch** (``model.json`` + ``model.safetensors``: a finished run folder or a folder written by ``save()``):
+* **PyTorch** (``model.json`` + ``model.safetensors``: a finished run folder or a folder written by ``save()``; or an
+  ensemble folder written by ``transferkit ensemble``, ``ensemble.json`` + its members' folders):
   loaded with :meth:`transferkit.api.TransferClassifier.load` and run through its ``predict_proba``, so a served
   prediction is the one ``transferkit predict`` gives (a frozen backbone runs through the fast feature engine, a
-  trained one as a plain torch model).
+  trained one as a plain torch model; an ensemble runs its members and combines them as it was built to).
 * **ONNX Runtime** (``model.onnx`` + ``export.json``: an exported folder): see :mod:`transferkit.serving` for the
   layout. The inputs are prepared by the toolkit's own loader (:func:`transferkit.data.loaders.make_loader`) with the
   preprocessing saved in ``export.json``, so they are exactly the tensors the model saw in training.
@@ -29,6 +30,7 @@ import numpy as np
 from ..data.base import Dataset
 from ..data.loaders import make_loader, open_image
 from ..data.preprocessing import Preprocessing
+from ..ensemble.folder import ENSEMBLE_META, STACKER_FILE, is_ensemble_folder
 from ..errors import DataError, RunError
 from ..io import file_sha256
 from ..model import MODEL_META, MODEL_WEIGHTS
@@ -140,13 +142,21 @@ class TorchPredictor(Predictor):
 
         est = TransferClassifier.load(folder, trust_code=trust_code)
         model = est.model_
-        meta = json.loads((folder / MODEL_META).read_text(encoding="utf-8"))
-        extra: dict[str, Any] = {"inference": dict(model.inference), "method": _method_name(meta.get("method"))}
+        members = getattr(est, "members_", None)  # an ensemble folder: its first member says what inputs it takes
+        if members is None:
+            meta = json.loads((folder / MODEL_META).read_text(encoding="utf-8"))
+            extra: dict[str, Any] = {"inference": dict(model.inference), "method": _method_name(meta.get("method"))}
+            sha256, image_size = file_sha256(folder / MODEL_WEIGHTS), model.image_size
+        else:
+            extra = {"ensemble": {"how": est.how, "members": list(est.names_)}}
+            sha256 = _ensemble_sha256(folder)
+            # decode JPEGs at the largest size a member needs (each member then resizes to its own)
+            image_size = max((m.model_.image_size or 0 for m in members), default=0) or model.image_size
         if model.preprocessing.modality == "tabular":
             extra["n_features"] = _tabular_width(model)
         super().__init__(source=folder, classes=list(est.classes_), preprocessing=model.preprocessing,
-                         image_size=model.image_size if model.preprocessing.modality == "image" else None,
-                         sha256=file_sha256(folder / MODEL_WEIGHTS), engine="torch", extra=extra)
+                         image_size=image_size if model.preprocessing.modality == "image" else None,
+                         sha256=sha256, engine="torch", extra=extra)
         self.estimator = est
         self._lock = threading.Lock()  # one forward at a time: a torch module is not meant for concurrent calls
 
@@ -211,12 +221,26 @@ def load_predictor(path: str | Path, *, trust_code: bool = False) -> Predictor:
         raise RunError(f"'{path}' is not a folder; give a run folder, a saved model folder or an exported folder.")
     if (folder / EXPORT_MODEL).is_file() and (folder / EXPORT_META).is_file():
         return OnnxPredictor(folder)
-    if (folder / MODEL_META).is_file():
+    if (folder / MODEL_META).is_file() or is_ensemble_folder(folder):
         return TorchPredictor(folder, trust_code=trust_code)
     raise RunError(
-        f"'{path}' holds no model: it needs {MODEL_META} and {MODEL_WEIGHTS} (a run or save() folder) or "
-        f"{EXPORT_MODEL} and {EXPORT_META} (an exported folder)."
+        f"'{path}' holds no model: it needs {MODEL_META} and {MODEL_WEIGHTS} (a run or save() folder), "
+        f"{ENSEMBLE_META} (an ensemble folder) or {EXPORT_MODEL} and {EXPORT_META} (an exported folder)."
     )
+
+
+def _ensemble_sha256(folder: Path) -> str:
+    """One SHA-256 for an ensemble folder: of the files its predictions come from (``ensemble.json``, the stacker,
+    each member's ``model.json`` and ``model.safetensors``: relative paths and contents' SHA-256s, sorted), so it
+    changes when any member or the combination changes."""
+    import hashlib
+
+    names = {ENSEMBLE_META, STACKER_FILE, MODEL_META, MODEL_WEIGHTS}
+    h = hashlib.sha256()
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name in names)
+    for p in files:
+        h.update(f"{p.relative_to(folder).as_posix()}\t{file_sha256(p)}\n".encode())
+    return h.hexdigest()
 
 
 def _read_export_meta(path: Path) -> dict[str, Any]:
