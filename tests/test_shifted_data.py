@@ -198,3 +198,17 @@ def test_shifted_pairs_are_listed_built_ins_with_equal_label_sets() -> None:
     assert {"mnist->mnist-m", "fashion-mnist->fashion-mnist-m", "skada-covariate"} <= set(SHIFTED_PAIRS)
     for name in ("mnist-m", "fashion-mnist-m", "skada-covariate-source", "skada-subspace-target"):
         assert name in names and names[name].endswith(".")
+
+
+def test_uci_digits_are_the_same_ten_digits_by_other_writers_drawn_like_mnist() -> None:
+    src, tgt = load_builtin("mnist"), load_builtin("uci-digits")
+    assert [len(d) for _, d in tgt.items()] == [1258, 180, 359]
+    assert tgt.classes == src.classes and tgt.train.inputs.shape[1:] == (28, 28) and tgt.train.inputs.dtype == np.uint8
+    counts = tgt.train.class_counts()
+    assert counts.min() >= 120 and counts.max() <= 130  # stratified over the ten digits
+    # drawn the MNIST way: ink inside the central 20x20 box, black border, bright strokes
+    x = tgt.train.inputs
+    assert x[:, :4].max() == 0 and x[:, 24:].max() == 0 and x[:, :, :4].max() == 0 and x[:, :, 24:].max() == 0
+    assert x.reshape(len(x), -1).max(1).min() > 150
+    assert not {a.tobytes() for a in tgt.train.inputs} & {a.tobytes() for a in tgt.test.inputs}
+    assert "mnist->uci-digits" in SHIFTED_PAIRS

@@ -18,6 +18,7 @@ fashion-mnist-m           RGB 28x28     55,000  5,000  10,000  fashion-mnist's s
 mnist                     image 28x28    3,500    500   1,000  stratified 70/10/20 (350/50/100 per class)
 mnist-m                   RGB 28x28      3,500    500   1,000  mnist's split, blended into photos
 rotten-tomatoes           text          10,202  1,275   1,275  stratified 80/10/10 of the 12,752 distinct texts
+uci-digits                image 28x28    1,258    180     359  stratified 70/10/20 of scikit-learn's 1,797
 skada-covariate-source    tabular 2-d      720    240     240  stratified 60/20/20 of 1,200 rows per domain
 skada-covariate-target    tabular 2-d      720    240     240  (likewise for every skada-* data set)
 skada-label-source        tabular 2-d      720    240     240
@@ -165,6 +166,23 @@ def _mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
     return _frozen(x), _frozen(table[:, 784].copy())
 
 
+@cache
+def _uci_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled UCI digits (8x8, ink 0-16, 1,797 images by other writers than MNIST's) drawn the MNIST
+    way: ink scaled to 0-255, the 8x8 grid resized to a 20x20 box (bilinear) centred in 28x28."""
+    from PIL import Image
+
+    path = package_file("sklearn", "scikit-learn", "datasets/data/digits.csv.gz")
+    table = np.loadtxt(path, delimiter=",", dtype=np.float64)
+    if table.shape != (1797, 65):
+        raise DataError(f"'{path}' has shape {table.shape}, not (1797, 65); reinstall scikit-learn.")
+    small = np.clip(table[:, :64] * (255.0 / 16.0), 0, 255).astype(np.uint8).reshape(-1, 8, 8)
+    x = np.zeros((len(small), 28, 28), dtype=np.uint8)
+    for i, img in enumerate(small):
+        x[i, 4:24, 4:24] = np.asarray(Image.fromarray(img).resize((20, 20), Image.BILINEAR))
+    return _frozen(x), _frozen(table[:, 64].astype(np.int64))
+
+
 def _read_idx(folder: Path, stem: str) -> np.ndarray:
     """Read an IDX file (``stem`` or ``stem.gz``) of unsigned bytes into an array of the declared shape."""
     for p in (folder / f"{stem}.gz", folder / stem):
@@ -241,6 +259,7 @@ _LABELS_FOR_SPLIT: dict[str, Callable[[], np.ndarray]] = {
     "mnist": lambda: _mnist_arrays()[1],
     "fashion-mnist": lambda: _fashion_arrays(FASHION_MNIST_DIR)[1],
     "rotten-tomatoes": lambda: _rotten_table()[1],
+    "uci-digits": lambda: _uci_digits_arrays()[1],
 }
 
 
@@ -278,6 +297,11 @@ def _load_animal() -> Splits:
 def _load_mnist() -> Splits:
     x, y = _mnist_arrays()
     return _three_way("mnist", "image", x, y, DIGIT_CLASSES, (0.7, 0.1, 0.2))
+
+
+def _load_uci_digits() -> Splits:
+    x, y = _uci_digits_arrays()
+    return _three_way("uci-digits", "image", x, y, DIGIT_CLASSES, (0.7, 0.1, 0.2))
 
 
 def _load_rotten() -> Splits:
@@ -392,6 +416,13 @@ BUILTINS: dict[str, _Builtin] = {
         "text",
         ROTTEN_CLASSES,
         _load_rotten,
+    ),
+    "uci-digits": _Builtin(
+        "1,797 handwritten digits of other writers (scikit-learn's UCI 8x8 set) drawn at 28x28 the MNIST way, 10 "
+        "classes; train/val/test 1,258/180/359: mnist -> uci-digits is a writer and resolution shift.",
+        "image",
+        DIGIT_CLASSES,
+        _load_uci_digits,
     ),
     **_skada_builtins(),
 }

@@ -50,6 +50,7 @@ from .packages import package_dir
 SHIFTED_PAIRS: dict[str, tuple[str, str]] = {
     "mnist->mnist-m": ("mnist", "mnist-m"),
     "fashion-mnist->fashion-mnist-m": ("fashion-mnist", "fashion-mnist-m"),
+    "mnist->uci-digits": ("mnist", "uci-digits"),  # other writers, 8x8 scans drawn at 28 px
     "skada-covariate": ("skada-covariate-source", "skada-covariate-target"),
     "skada-label": ("skada-label-source", "skada-label-target"),
     "skada-conditional": ("skada-conditional-source", "skada-conditional-target"),
