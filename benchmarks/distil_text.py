@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -92,6 +93,7 @@ def main() -> None:
           f"teacher time per kd fit: first {np.mean(ttimes):.2f} +- {np.std(ttimes):.2f} s, again (cache) "
           f"{np.mean(again):.3f} +- {np.std(again):.3f} s: {np.mean(ttimes) / max(np.mean(again), 1e-3):.0f}x less.")
     print(f"\n(total {time.perf_counter() - t_start:.0f} s)")
+    shutil.rmtree(teacher_dir.parent, ignore_errors=True)
 
 
 if __name__ == "__main__":
