@@ -16,7 +16,8 @@ every other image of the Animal-MNIST training split; ``fit(..., extra={"unlabel
 ``--transfer-epochs`` epochs over labelled + unlabelled rows, the teacher online on the student's augmented view of
 every row; the cross-entropy covers the labelled rows only. Their label-only twin ``finetune-steps`` trains on the
 labels alone for as many optimiser steps (more epochs over the few labels), so the transfer rows do not win by
-training longer. ``--transfer-params`` sets their method parameters (chosen once, not on the test split). Scores on
+training longer; ``kd-steps`` / ``dist-steps`` (any ``METHOD-steps``) are that method on the labels alone for the same
+number of steps. ``--transfer-params`` sets their method parameters (chosen once, not on the test split). Scores on
 the fixed test split: accuracy and agreement with the teacher's predictions (mean +- sample std over seeds), the
 paired gain over the label-only student (mean +- std of the per-seed differences; "beyond noise" when the mean
 exceeds two standard errors), parameters and the wall time per run.
@@ -115,7 +116,7 @@ def transfer_steps(args: argparse.Namespace) -> tuple[int, int]:
 def run_one(method: str, seed: int, teacher: Path, args: argparse.Namespace, extra: dict[str, Any],
             test: Any, teacher_pred: np.ndarray) -> dict[str, Any]:
     epochs, fit_extra = args.epochs, None
-    if method in TRANSFER or method == "finetune-steps":
+    if method in TRANSFER or method.endswith("-steps"):
         splits_train, unlabelled = transfer_rows(seed, args)
         _, twin_epochs = transfer_steps(args)
         epochs = args.transfer_epochs if method in TRANSFER else twin_epochs
@@ -123,7 +124,7 @@ def run_one(method: str, seed: int, teacher: Path, args: argparse.Namespace, ext
             fit_extra = {"unlabelled": unlabelled}
     else:
         splits_train = load_data(DataConfig(name="animal-mnist", per_class=args.shots, split_seed=seed)).train
-    name = TRANSFER.get(method, "finetune" if method == "finetune-steps" else method)
+    name = TRANSFER.get(method, method.removesuffix("-steps"))
     params = {} if name == "finetune" else {"teacher": str(teacher), **PARAMS.get(name, {}), **extra.get(name, {})}
     if method in TRANSFER:
         params.update(json.loads(args.transfer_params).get(name, {}))
@@ -213,7 +214,7 @@ def main() -> None:
                      f"{rs[0]['params']:,}", rs[0].get("steps", "?"),
                      f"{statistics.mean(r['seconds'] for r in rs):.0f}"])
         # a transfer-set row also against its label-only twin of as many steps
-        if m in TRANSFER:
+        if m in TRANSFER or (m.endswith("-steps") and m != "finetune-steps"):
             twin = {r["seed"]: r["accuracy"] for r in done if r["method"] == "finetune-steps"}
             g = [r["accuracy"] - twin[r["seed"]] for r in rs if r["seed"] in twin]
             if len(g) > 1:
