@@ -60,7 +60,7 @@ from transferkit.methods import method_names  # noqa: E402
 
 METHODS = ["finetune", "kd", "rkd", "dist", "fitnets", "finetune-steps", "kd-transfer", "dist-transfer"]
 #: transfer-set rows: the method each runs (see the module docstring)
-TRANSFER = {"kd-transfer": "kd", "dist-transfer": "dist"}
+TRANSFER = {f"{m}-transfer": m for m in ("kd", "dist", "rkd", "attention", "fitnets")}
 #: per-method parameters besides the teacher (the methods' defaults otherwise)
 PARAMS: dict[str, dict[str, Any]] = {
     "kd": {"alpha": 0.5, "temperature": 4.0},  # kd's defaults
