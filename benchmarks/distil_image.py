@@ -8,7 +8,16 @@ paper's two-stage CNN, random initialisation, ``--student-size`` px), trained fo
 seed) and no validation split (a fixed budget: the last epoch is kept). Each row is one method on that student:
 ``finetune`` (labels only), ``kd`` (logit distillation; ``soft-targets`` where ``kd`` is not registered), and the
 feature methods ``rkd``, ``dist`` and ``fitnets`` (``--methods ... attention`` adds attention transfer), all with
-the teacher online (it sees the student's own augmented batch, converted to its size and normalisation). Scores on
+the teacher online (it sees the student's own augmented batch, converted to its size and normalisation).
+
+Transfer-set rows (Hinton et al. 2015's transfer set, Beyer et al. 2022's function matching): ``kd-transfer`` and
+``dist-transfer`` train the same student on the same labelled images plus ``--transfer`` unlabelled images (default:
+every other image of the Animal-MNIST training split; ``fit(..., extra={"unlabelled": ...})``), for
+``--transfer-epochs`` epochs over labelled + unlabelled rows, the teacher online on the student's augmented view of
+every row; the cross-entropy covers the labelled rows only. Their label-only twin ``finetune-steps`` trains on the
+labels alone for as many optimiser steps (more epochs over the few labels), so the transfer rows do not win by
+training longer; ``kd-steps`` / ``dist-steps`` (any ``METHOD-steps``) are that method on the labels alone for the same
+number of steps. ``--transfer-params`` sets their method parameters (chosen once, not on the test split). Scores on
 the fixed test split: accuracy and agreement with the teacher's predictions (mean +- sample std over seeds), the
 paired gain over the label-only student (mean +- std of the per-seed differences; "beyond noise" when the mean
 exceeds two standard errors), parameters and the wall time per run.
@@ -16,6 +25,7 @@ exceeds two standard errors), parameters and the wall time per run.
     .venv/bin/python benchmarks/distil_image.py                                   # 3 seeds, all rows
     .venv/bin/python benchmarks/distil_image.py --seeds 0 --methods finetune kd fitnets --results runs/d.json
     .venv/bin/python benchmarks/distil_image.py --params '{"fitnets": {"beta": 3.0}}'
+    .venv/bin/python benchmarks/distil_image.py --methods finetune finetune-steps kd dist kd-transfer dist-transfer
 
 ``--results`` keeps every finished run (JSON, written atomically) and skips runs already in it.
 """
@@ -42,11 +52,15 @@ from _common import machine, table  # noqa: E402
 from transferkit import TransferClassifier  # noqa: E402
 from transferkit.config import DataConfig  # noqa: E402
 from transferkit.data import load_data  # noqa: E402
-from transferkit.data.sampling import subsample  # noqa: E402
+from transferkit.data.base import Dataset  # noqa: E402
+from transferkit.data.loaders import batches_per_epoch  # noqa: E402
+from transferkit.data.sampling import TRAIN_BUDGET_STREAM, sample_rows, subsample  # noqa: E402
 from transferkit.io import write_json  # noqa: E402
 from transferkit.methods import method_names  # noqa: E402
 
-METHODS = ["finetune", "kd", "rkd", "dist", "fitnets"]
+METHODS = ["finetune", "kd", "rkd", "dist", "fitnets", "finetune-steps", "kd-transfer", "dist-transfer"]
+#: transfer-set rows: the method each runs (see the module docstring)
+TRANSFER = {f"{m}-transfer": m for m in ("kd", "dist", "rkd", "attention", "fitnets")}
 #: per-method parameters besides the teacher (the methods' defaults otherwise)
 PARAMS: dict[str, dict[str, Any]] = {
     "kd": {"alpha": 0.5, "temperature": 4.0},  # kd's defaults
@@ -78,20 +92,54 @@ def build_teacher(args: argparse.Namespace) -> Path:
     return folder
 
 
+def transfer_rows(seed: int, args: argparse.Namespace) -> tuple[Dataset, Dataset]:
+    """The seed's labelled images (as ``data.per_class`` draws them) and the unlabelled rest of the training split."""
+    full = load_data(DataConfig(name="animal-mnist")).train
+    keep = sample_rows(len(full), None, labels=full.labels, per_class=args.shots, seed=seed, stream=TRAIN_BUDGET_STREAM)
+    labelled = load_data(DataConfig(name="animal-mnist", per_class=args.shots, split_seed=seed)).train
+    if not np.array_equal(np.asarray(full.inputs)[np.sort(keep)], np.asarray(labelled.inputs)):
+        raise SystemExit("the per-class draw changed: the transfer set would overlap the labelled images")
+    rest = np.setdiff1d(np.arange(len(full)), keep)
+    if args.transfer and args.transfer < len(rest):
+        rest = np.sort(np.random.default_rng(seed).choice(rest, args.transfer, replace=False))
+    return labelled, full.subset(rest).unlabelled()
+
+
+def transfer_steps(args: argparse.Namespace) -> tuple[int, int]:
+    """``(steps of a transfer-set row, epochs the label-only twin needs for at least as many steps)``."""
+    n_lab = args.shots * 10
+    n_all = n_lab + (args.transfer or 6801 - n_lab)
+    steps = batches_per_epoch(n_all, 32, train=True) * args.transfer_epochs
+    return steps, math.ceil(steps / batches_per_epoch(n_lab, 32, train=True))
+
+
 def run_one(method: str, seed: int, teacher: Path, args: argparse.Namespace, extra: dict[str, Any],
             test: Any, teacher_pred: np.ndarray) -> dict[str, Any]:
-    splits = load_data(DataConfig(name="animal-mnist", per_class=args.shots, split_seed=seed))
-    params = {} if method == "finetune" else {"teacher": str(teacher), **PARAMS.get(method, {}),
-                                              **extra.get(method, {})}
-    clf = TransferClassifier(backbone=args.student, pretrained=False, image_size=args.student_size, method=method,
-                             method_params=params, epochs=args.epochs, batch_size=32, lr=args.lr,
+    epochs, fit_extra = args.epochs, None
+    if method in TRANSFER or method.endswith("-steps"):
+        splits_train, unlabelled = transfer_rows(seed, args)
+        _, twin_epochs = transfer_steps(args)
+        epochs = args.transfer_epochs if method in TRANSFER else twin_epochs
+        if method in TRANSFER:
+            fit_extra = {"unlabelled": unlabelled}
+    else:
+        splits_train = load_data(DataConfig(name="animal-mnist", per_class=args.shots, split_seed=seed)).train
+    name = TRANSFER.get(method, method.removesuffix("-steps"))
+    params = {} if name == "finetune" else {"teacher": str(teacher), **PARAMS.get(name, {}), **extra.get(name, {})}
+    if method in TRANSFER:
+        params.update(json.loads(args.transfer_params).get(name, {}))
+    clf = TransferClassifier(backbone=args.student, pretrained=False, image_size=args.student_size, method=name,
+                             method_params=params, epochs=epochs, batch_size=32, lr=args.lr,
                              augment="light", seed=seed, progress=False, warmup_fraction=0.1, monitor="last")
     t0 = time.perf_counter()
-    clf.fit(splits.train)
+    clf.fit(splits_train, extra=fit_extra)
     seconds = time.perf_counter() - t0
     pred = clf.predict_proba(test).argmax(1)
+    steps = epochs * batches_per_epoch(
+        len(splits_train) + (len(fit_extra["unlabelled"]) if fit_extra else 0), 32, train=True)
     return {"method": method, "seed": seed, "accuracy": float((pred == test.labels).mean()),
-            "agreement": float((pred == teacher_pred).mean()), "seconds": seconds, "params": n_params(clf)}
+            "agreement": float((pred == teacher_pred).mean()), "seconds": seconds, "params": n_params(clf),
+            "epochs": epochs, "steps": steps, "method_params": {k: v for k, v in params.items() if k != "teacher"}}
 
 
 def mean_std(v: list[float]) -> str:
@@ -113,6 +161,11 @@ def main() -> None:
     ap.add_argument("--teacher-dir", default=None, help="default: a folder in the temporary directory")
     ap.add_argument("--test-size", type=int, default=1000, help="test examples scored (a fixed seeded subsample)")
     ap.add_argument("--params", default="{}", help="JSON: method -> method_params to add")
+    ap.add_argument("--transfer", type=int, default=0,
+                    help="unlabelled images of the transfer-set rows (0: every training image not labelled)")
+    ap.add_argument("--transfer-epochs", type=int, default=3, help="epochs over labelled + unlabelled rows")
+    ap.add_argument("--transfer-params", default='{"kd": {"alpha": 0.9, "temperature": 2.0}}',
+                    help="JSON: method -> method_params of the transfer-set rows")
     ap.add_argument("--results", default=None, help="JSON file that keeps finished runs (and skips them)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: robust on a shared, loaded machine)")
     args = ap.parse_args()
@@ -158,14 +211,26 @@ def main() -> None:
             gain = "—"
         name = "finetune (labels only)" if m == "finetune" else m
         rows.append([name, mean_std(acc), mean_std([r["agreement"] for r in rs]), gain,
-                     f"{rs[0]['params']:,}", f"{statistics.mean(r['seconds'] for r in rs):.0f}"])
-    rows.append(["teacher (MobileNetV2, fine-tuned)", f"{teacher_acc:.4f}", "1.0000", "—", f"{teacher_params:,}", "—"])
+                     f"{rs[0]['params']:,}", rs[0].get("steps", "?"),
+                     f"{statistics.mean(r['seconds'] for r in rs):.0f}"])
+        # a transfer-set row also against its label-only twin of as many steps
+        if m in TRANSFER or (m.endswith("-steps") and m != "finetune-steps"):
+            twin = {r["seed"]: r["accuracy"] for r in done if r["method"] == "finetune-steps"}
+            g = [r["accuracy"] - twin[r["seed"]] for r in rs if r["seed"] in twin]
+            if len(g) > 1:
+                g_mean, g_std = statistics.mean(g), statistics.stdev(g)
+                beyond = "yes" if g_mean > 2 * g_std / math.sqrt(len(g)) else "no"
+                rows[-1][3] += f"; vs finetune-steps {g_mean:+.4f} ± {g_std:.4f} ({beyond})"
+    rows.append(["teacher (MobileNetV2, fine-tuned)", f"{teacher_acc:.4f}", "1.0000", "—", f"{teacher_params:,}", "—",
+                 "—"])
     print(f"\nAnimal-MNIST, student {args.student} at {args.student_size} px from random init, {args.shots} labelled "
           f"images per class, {args.epochs} epochs; teacher MobileNetV2 (ImageNet) fine-tuned on {args.teacher_train} "
           f"images at {args.teacher_size} px for {args.teacher_epochs} epochs; test: {len(test)} images; seeds "
-          f"{args.seeds}; {machine()}; total {time.perf_counter() - t_start:.0f} s\n")
+          f"{args.seeds}; transfer rows: {args.transfer or 'all other'} unlabelled training images, "
+          f"{args.transfer_epochs} epochs, {args.transfer_params}; {machine()}; "
+          f"total {time.perf_counter() - t_start:.0f} s\n")
     print(table(["method", "test accuracy", "agreement with teacher", "gain over labels only (beyond noise)",
-                 "parameters", "s / run"], rows))
+                 "parameters", "steps", "s / run"], rows))
 
 
 if __name__ == "__main__":

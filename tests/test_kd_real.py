@@ -5,9 +5,18 @@ mode.
 
 The recipe (see benchmarks/distil_cross_framework.py and distil_text.py, where the same comparisons run over 3 seeds):
 the teacher was trained on the labelled pool (it knows more than the student), the student has a few labels of the
-pool plus the teacher's cached outputs on every pool row (``extra={"unlabelled": ...}``). The margins asserted here
-are PROVISIONAL: they were set before the 3-seed benchmarks could finish on the loaded machine, so they still have to
-be checked against the smallest gain those benchmarks measure (and lowered if need be).
+pool plus the teacher's cached outputs on every pool row (``extra={"unlabelled": ...}``).
+
+The margins come from re-running each test's exact recipe over several seeds (kd13 branch, 2026-12-03):
+
+* Keras / ONNX / GBT teachers, seeds 0-4 (the student's, Keras's and the GBT's seed; the 3-per-class draw as here):
+  gains over the student alone +0.152 to +0.180 (Keras), +0.147 to +0.175 (ONNX), +0.150 to +0.180 (GBT), std about
+  0.012 each. Asserted: +0.10, 4 std below the smallest.
+* network -> scikit-learn (Ridge), seeds 0-4 of the network: 0.948-0.958 against 0.528 for the GBT on the few labels
+  (+0.421 to +0.431). Asserted: +0.30.
+* MiniLM -> bow-hash, student seeds 0-2 with this test's labelled draw: +0.0875, +0.0875, +0.090; with 5 other
+  random draws of the 60 labelled texts (seeds 0-4): +0.0725 to +0.1275 (mean 0.104, std 0.020). Asserted: +0.03,
+  two std below the smallest.
 """
 
 from __future__ import annotations
@@ -73,7 +82,7 @@ def test_keras_onnx_and_gbt_teachers_each_teach_a_pytorch_student_with_few_label
         clf = TransferClassifier(method="kd", method_params=params, **KW)
         clf.fit(_ds(digits, "lab"), extra={"unlabelled": _ds(digits, "rest", labelled=False)})
         taught = clf.evaluate(test)["accuracy"]
-        assert taught > alone + 0.05, (clf.fit_result_.extra["teacher"], alone, taught)
+        assert taught > alone + 0.10, (clf.fit_result_.extra["teacher"], alone, taught)
 
 
 @pytest.mark.slow
@@ -89,7 +98,7 @@ def test_a_network_distilled_into_scikit_learn_beats_the_same_estimator_on_the_f
     acc = (distilled.predict(x[digits["test"]]) == y[digits["test"]]).mean()
     few = HistGradientBoostingClassifier(random_state=0, min_samples_leaf=3).fit(x[digits["lab"]], y[digits["lab"]])
     few_acc = (few.predict(x[digits["test"]]) == y[digits["test"]]).mean()
-    assert acc > few_acc + 0.1, (acc, few_acc)
+    assert acc > few_acc + 0.30, (acc, few_acc)
     np.testing.assert_allclose(distilled.predict_proba(x[:5]).sum(1), 1.0, rtol=1e-6)
 
 

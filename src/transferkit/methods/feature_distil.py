@@ -21,6 +21,10 @@ block of each) are read with :class:`~transferkit.backbones.taps.Taps` during th
 anyway: no extra pass, and no hook outlives the step. A teacher's layers are paths inside its backbone
 (``teacher.module.backbone``), which a transferkit or catalog teacher has.
 
+**A transfer set**: ``fit(..., extra={"unlabelled": rows})`` adds rows without labels (label -1, see
+:mod:`.transfer_set`); the teacher sees the student's augmented view of each, the cross-entropy covers the labelled
+rows only and the distillation term every row (mixup / cutmix are then refused).
+
 **Owned modules** (FitNets' projections) are built in ``setup`` from the shapes of one probe pass (two examples, no
 gradients, both models in evaluation mode); as submodules of the method they are in its parameter group, at the
 head's learning rate, and are dropped with the method after the fit.
@@ -37,6 +41,7 @@ from torch import nn
 
 from ..backbones.taps import Taps, resolve_layers
 from ..config import param
+from ..data.base import Dataset
 from ..data.devices import to_device
 from ..data.sampling import subsample
 from ..errors import ConfigError
@@ -46,6 +51,7 @@ from .base import FitContext, StepOutput
 from .delta import layer_names
 from .lwf import distillation
 from .regularised import Frozen, RegularisedMethod, ScheduleParams
+from .transfer_set import labelled_ce, transfer_set
 
 TEACHER_MODES = ("online", "auto", "cached")
 
@@ -88,6 +94,10 @@ class OnlineDistillation(RegularisedMethod):
         self.teacher: Teacher | None = None
 
     # --- set-up -------------------------------------------------------------------------------------------
+    def training_data(self, ctx: FitContext) -> Dataset:
+        """The labelled split, then the unlabelled rows (label -1) when the fit was given some."""
+        return transfer_set(ctx, self.name)
+
     def setup(self, ctx: FitContext) -> None:
         super().setup(ctx)
         student = ctx.model
@@ -194,7 +204,7 @@ class OnlineDistillation(RegularisedMethod):
         x, y = self.mix(batch)
         s_maps, logits = self.student_outputs(model, x)
         t_maps, t_logits = self.teacher_outputs(model, x)
-        ce = self.classification_loss(logits, y)
+        ce = labelled_ce(self, logits, y)  # unlabelled rows (label -1) are taught by the teacher alone
         term = self.distil_loss(s_maps, t_maps, logits, t_logits)
         logs = {"distil": float(term.detach())}
         if self.params.alpha > 0:

@@ -24,17 +24,19 @@ it knows them, the count otherwise). Two modes (``teacher_mode``):
   the label and the teacher's scores of its rows (same sampler, weights and sharding) and the loop needs no teacher.
   Any teacher kind works, and a text teacher with another tokenizer, or of another modality of the same examples.
   Mixup / cutmix are refused here: the teacher never saw the mixed example.
-* ``auto`` (default): online for a torch teacher whose inputs can be adapted (and no unlabelled rows), cached
-  otherwise.
+* ``auto`` (default): online for a torch teacher whose inputs can be adapted, cached otherwise.
 
-Unlabelled rows (cached mode): ``fit(..., extra={"unlabelled": rows})`` adds examples without labels that only the
-teacher labels (the usual way to distil a teacher trained on few labels: its outputs on every row it can see). Their
-label column is -1; the cross-entropy averages over the batch's labelled rows only, the distillation term over all:
+Unlabelled rows (a *transfer set*, both modes): ``fit(..., extra={"unlabelled": rows})`` adds examples without labels
+that only the teacher labels (the usual way to distil a teacher into a student with few labels: its outputs on every
+row it can see; see :mod:`.transfer_set`). Their label is -1; the cross-entropy averages over the batch's labelled rows
+only, the distillation term over all:
 
     L = (1 - a) * mean_{i labelled} CE_i + a * T^2 * mean_{i} KL_i
 
-The loop then trains on the labelled rows followed by the unlabelled ones, so ``ctx.sample_weights`` (which weigh the
-labelled rows only) do not apply.
+Online, the teacher sees the student's augmented view of every row, labelled or not (Beyer et al.'s function
+matching); cached, its outputs on the un-augmented rows are computed once. The loop then trains on the labelled rows
+followed by the unlabelled ones, so ``ctx.sample_weights`` (which weigh the labelled rows only) do not apply, and
+mixup / cutmix are refused.
 
 The teacher is held by the method (frozen, evaluation mode), never saved with the student.
 """
@@ -57,6 +59,7 @@ from .base import FitContext, FitResult, StepOutput
 from .lwf import distillation
 from .registry import register
 from .regularised import Frozen, RegularisedMethod, ScheduleParams
+from .transfer_set import UNLABELLED, check_no_mixing, concatenate, labelled_ce, transfer_set
 
 MODES = ("auto", "online", "cached")
 
@@ -78,23 +81,6 @@ class KDParams(ScheduleParams):
     teacher_preprocessing: dict[str, Any] | None = None  # ONNX / Keras inputs (see transferkit.teachers.foreign)
     teacher_batch_size: int = field(default=64, metadata=param(ge=1))  # batches of the cached mode's teacher pass
     cache: bool = True  # cached mode: keep the teacher's outputs in the feature cache (False: compute every run)
-
-
-def concatenate(labelled: Dataset, unlabelled: Dataset) -> Dataset:
-    """The labelled rows followed by the unlabelled ones (label -1), as one data set of the labelled one's classes."""
-    if unlabelled.modality != labelled.modality:
-        raise ConfigError(f"The unlabelled rows are {unlabelled.modality} but the training data is "
-                          f"{labelled.modality}; give unlabelled rows of the same kind.")
-    a, b = labelled.inputs, unlabelled.inputs
-    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
-        if a.shape[1:] != b.shape[1:]:
-            raise ConfigError(f"The unlabelled rows have shape {b.shape[1:]} per example but the training data "
-                              f"{a.shape[1:]}; give rows of the same shape.")
-        inputs: Any = np.concatenate([a, b.astype(a.dtype, copy=False)])
-    else:
-        inputs = list(a) + list(b)
-    labels = np.concatenate([np.asarray(labelled.labels, dtype=np.int64), np.full(len(b), -1, dtype=np.int64)])
-    return Dataset(labelled.modality, inputs, labels, list(labelled.classes), labelled.name, {})
 
 
 @register
@@ -126,9 +112,6 @@ class KD(RegularisedMethod):
         teacher.check_student(list(student.classes), modality)
         mode = getattr(p, "teacher_mode", "online")
         problem = teacher.online_problem(student.preprocessing)
-        if "unlabelled" in ctx.extra:
-            problem = problem or ("Unlabelled rows are taught through the cached mode only; use teacher_mode: cached "
-                                  "or auto.")
         if mode == "auto":
             mode = "online" if problem is None else "cached"
         elif mode == "online" and problem is not None:
@@ -138,26 +121,25 @@ class KD(RegularisedMethod):
         return teacher, mode
 
     def training_data(self, ctx: FitContext) -> Dataset:
-        """Online: the labelled split. Cached: the same rows carrying ``[label, z_t]`` per row (see the docstring)."""
+        """Online: the labelled split (then the unlabelled rows, label -1). Cached: the same rows carrying
+        ``[label, z_t]`` per row (see the docstring)."""
         from ..teachers import teacher_outputs
         from ..teachers.base import check_fit
 
         teacher, mode = self.resolve_teacher(ctx)
         if mode != "cached":
-            return ctx.train
+            return transfer_set(ctx, self.name)
         cfg = ctx.train_config
-        if cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0:
-            raise ConfigError("The cached teacher mode cannot follow mixup or cutmix (the teacher never saw the mixed "
-                              "examples); set train.mixup_alpha and train.cutmix_alpha to 0 or use teacher_mode: "
-                              "online.")
+        check_no_mixing(ctx, "The cached teacher mode cannot follow mixup or cutmix (the teacher never saw the mixed "
+                             "examples); use teacher_mode: online or turn mixing off")
         t0 = time.perf_counter()
         z = teacher_outputs(teacher, ctx.train, cache=None if self.params.cache else False,
                             batch_size=int(self.params.teacher_batch_size), progress=cfg.progress)
         self.teacher_record["seconds"] = round(time.perf_counter() - t0, 3)
         check_fit(teacher, list(ctx.model.classes), ctx.train.modality, outputs=int(z.shape[1]))
         labels = np.asarray(ctx.train.labels, dtype=np.float32).reshape(-1, 1)
-        unlabelled = ctx.extra.get("unlabelled")
-        if unlabelled is None:
+        unlabelled = ctx.extra.get(UNLABELLED)
+        if unlabelled is None or len(unlabelled) == 0:
             return ctx.train.with_targets(np.concatenate([labels, z], axis=1))
         z_u = teacher_outputs(teacher, unlabelled, cache=None if self.params.cache else False,
                               batch_size=int(self.params.teacher_batch_size), progress=cfg.progress)
@@ -185,13 +167,11 @@ class KD(RegularisedMethod):
         if y.ndim == 2 and y.shape[1] == self._num_classes + 1 and y.dtype.is_floating_point:  # cached targets
             y, z_teacher = y[:, 0].long(), y[:, 1:]
             logits = model(x)
-            known = y >= 0  # unlabelled rows (label -1) are taught by the teacher alone
-            ce = self.classification_loss(logits[known], y[known]) if bool(known.any()) else logits.sum() * 0.0
         else:
             x, y = self.mix((x, y))
             logits = model(x)
             z_teacher = self.teacher(self.teacher_input(x))
-            ce = self.classification_loss(logits, y)
+        ce = labelled_ce(self, logits, y)  # unlabelled rows (label -1) are taught by the teacher alone
         a = self.params.alpha * self.strength()
         kd = distillation(logits, z_teacher, self.params.temperature)
         return StepOutput((1.0 - a) * ce + a * kd, logits)
