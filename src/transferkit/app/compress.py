@@ -29,7 +29,7 @@ from typing import Any
 from ..config import DataConfig
 from ..errors import ConfigError
 
-RECOVER_METHODS = ("soft-targets", "finetune")
+RECOVER_METHODS = ("kd", "soft-targets", "finetune")
 
 
 @dataclass
@@ -44,7 +44,8 @@ class CompressResult:
 
 def run_compress(run: str | Path, out: str | Path, *, prune: float = 0.5, target: str = "channels",
                  importance: str = "l2", steps: int = 1, recover_epochs: int = 3,
-                 recover_method: str = "soft-targets", lr: float | None = None, int8: bool = True,
+                 recover_method: str = "kd", lr: float | None = None,
+                 recover_params: dict[str, Any] | None = None, int8: bool = True,
                  calibration: str = "minmax", per_channel: bool = True, calibration_samples: int = 256,
                  data: str | DataConfig | None = None, repeats: int = 10, test_samples: int | None = None,
                  seed: int = 0, overwrite: bool = False,
@@ -69,7 +70,8 @@ def run_compress(run: str | Path, out: str | Path, *, prune: float = 0.5, target
     if int8:
         check_quantization(calibration, per_channel)
     settings = {"run": str(run), "prune": prune, "target": target, "importance": importance, "steps": steps,
-                "recover_epochs": recover_epochs, "recover_method": recover_method, "lr": lr, "int8": int8,
+                "recover_epochs": recover_epochs, "recover_method": recover_method, "lr": lr,
+                "recover_params": recover_params or {}, "int8": int8,
                 "calibration": calibration, "per_channel": per_channel, "calibration_samples": calibration_samples,
                 "repeats": repeats, "test_samples": test_samples, "seed": seed}
     folder = RunFolder(out, overwrite=overwrite)
@@ -88,7 +90,7 @@ def run_compress(run: str | Path, out: str | Path, *, prune: float = 0.5, target
         bar.update(1)
 
         recover = _recoverer(run, run_cfg, data_cfg, work, recover_method=recover_method, lr=lr, seed=seed,
-                             progress=progress)
+                             progress=progress, recover_params=recover_params)
         between = (lambda m, step: recover(m, 1, f"step-{step + 1}")) if steps > 1 and recover_epochs else None
         log(f"pruning {prune:.0%} of the {target} ({importance} importance, {steps} step(s))")
         result = stages.prune(original, amount=prune, target=target, importance=importance, steps=steps,
@@ -223,7 +225,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 
 def _recoverer(run: str | Path, run_cfg: Any, data_cfg: DataConfig, work: Path, *, recover_method: str,
-               lr: float | None, seed: int, progress: bool) -> Any:
+               lr: float | None, seed: int, progress: bool, recover_params: dict[str, Any] | None = None) -> Any:
     """``recover(model, epochs, name)``: fine-tune ``model`` through :func:`run_fit` into ``work/name``."""
     from ..config import ModelConfig, RunConfig, TrainConfig
     from ..model import load_model
@@ -231,7 +233,10 @@ def _recoverer(run: str | Path, run_cfg: Any, data_cfg: DataConfig, work: Path, 
 
     def recover(model: Any, epochs: int, name: str) -> Any:
         base = run_cfg or RunConfig(data=data_cfg)
-        params = {"teacher": str(Path(run).absolute())} if recover_method == "soft-targets" else {}
+        teacher = str(Path(run).absolute())
+        params = ({"teacher": teacher, "teacher_mode": "online"} if recover_method == "kd"
+                  else {"teacher": teacher} if recover_method == "soft-targets" else {})
+        params.update(recover_params or {})
         model_cfg = dataclasses.replace(base.model if run_cfg else ModelConfig(), method=recover_method,
                                         method_params=params, image_size=model.image_size)
         train = dataclasses.replace(base.train if run_cfg else TrainConfig(), epochs=epochs, seed=seed,
