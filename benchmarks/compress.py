@@ -88,7 +88,9 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--recover-epochs", type=int, default=3)
     p.add_argument("--recover-method", default="kd", choices=["kd", "finetune"])
-    p.add_argument("--lr", type=float, default=None, help="recovery learning rate (default: run_compress's)")
+    p.add_argument("--lr", type=float, default=3e-3,
+                   help="recovery learning rate (3e-3 recovered 92.0%% val. accuracy on seed 0, 1e-3 90.3%%)")
+    p.add_argument("--threads", type=int, default=1, help="torch / ONNX Runtime intra-op threads (default 1)")
     p.add_argument("--prune", type=float, default=0.5)
     p.add_argument("--importance", default="l2", choices=["l1", "l2", "taylor"])
     p.add_argument("--prune-steps", type=int, default=1, help="iterative pruning: steps, one recovery epoch between")
@@ -103,6 +105,9 @@ def main() -> None:
     args = p.parse_args()
     if args.runs:
         args.seeds = len(args.runs)
+    import torch
+
+    torch.set_num_threads(args.threads)
 
     results = []
     with tempfile.TemporaryDirectory(prefix="transferkit-bench-compress-") as tmp:

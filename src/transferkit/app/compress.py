@@ -7,8 +7,9 @@ Stages, each measured the same way (:mod:`transferkit.compress.measure`) in the 
    counts as data, safetensors weights);
 3. ``recovered``: a short fine-tune of the pruned model through the one fit pipeline (:func:`~transferkit.app.fit.
    run_fit` with the pruned model as its starting point), with the original model as a logit-distillation teacher
-   (method ``soft-targets``; ``recover_method="finetune"`` for plain fine-tuning): a full run folder in
-   ``DIR/recovered``; with iterative pruning (``steps`` > 1) each intermediate step is recovered for one epoch first;
+   (method ``kd``, online, plus labels; ``recover_method="finetune"`` for labels only), at one learning rate for the
+   whole model (``lr``, default the run's own; the head is not new); a full run folder in ``DIR/recovered``;
+   with iterative pruning (``steps`` > 1) each intermediate step is recovered for one epoch first;
 4. ``int8``: the recovered model (the pruned one without recovery) as an int8 ONNX export in ``DIR/export``
    (:mod:`transferkit.compress.export`, with its parity check).
 
@@ -239,8 +240,9 @@ def _recoverer(run: str | Path, run_cfg: Any, data_cfg: DataConfig, work: Path, 
         params.update(recover_params or {})
         model_cfg = dataclasses.replace(base.model if run_cfg else ModelConfig(), method=recover_method,
                                         method_params=params, image_size=model.image_size)
+        # the head is not new (it was trained with the backbone): one learning rate for all, not the run's 10x head
         train = dataclasses.replace(base.train if run_cfg else TrainConfig(), epochs=epochs, seed=seed,
-                                    progress=progress, early_stopping=None, freeze_blocks=0)
+                                    progress=progress, early_stopping=None, freeze_blocks=0, head_lr_scale=1.0)
         if lr is not None:
             train = dataclasses.replace(train, lr=lr)
         cfg = dataclasses.replace(base, data=data_cfg, model=model_cfg, train=train, target=None,
