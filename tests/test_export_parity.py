@@ -75,7 +75,7 @@ def test_int8_quantisation_is_static_qdq_with_per_channel_weights(tmp_path):
     model, batches = _model_and_batches()
     fp32, names, _ = export_fp32(model, batches[0][0][:2], tmp_path / "fp32")
     info = quantize_int8(fp32, tmp_path / "int8.onnx", names, batches, calibration="percentile")
-    assert info == {"format": "QDQ", "weights": "int8 per-channel", "activations": "int8",
+    assert info == {"format": "QDQ", "weights": "int8 per-channel", "activations": "uint8",
                     "calibration": "percentile", "calibration_examples": 16}
     graph = onnx.load(str(tmp_path / "int8.onnx")).graph
     ops = {n.op_type for n in graph.node}

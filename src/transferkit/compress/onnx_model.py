@@ -3,8 +3,10 @@
 - fp32: the exporter of the frozen-feature engine (:func:`transferkit.features.onnx_export.export_onnx`: dynamo
   first, TorchScript as the fall-back), graph input ``x`` (images, tabular rows) or the tokenizer's tensors (text),
   output ``logits``, dynamic batch axis.
-- int8: ONNX Runtime static quantisation (``quantize_static``) in QDQ format with per-channel int8 weights and int8
-  activations whose ranges are calibrated on a sample of the training data (:class:`BatchReader`, a
+- int8: ONNX Runtime static quantisation (``quantize_static``) in QDQ format with per-channel int8 weights and uint8
+  activations (ORT's U8S8 kernels: on the recovered pruned MobileNetV2 at 64 px, batch 32, one thread, 9.2 ms against
+  15.8-16.2 ms with int8 activations, 32 ms in fp32; top-1 agreement with the fp32 model 95.0% vs 95.1-96.9% over the
+  calibration methods) whose ranges are calibrated on a sample of the training data (:class:`BatchReader`, a
   ``CalibrationDataReader``), by ``minmax``, ``percentile`` or ``entropy``. The fp32 graph is first pre-processed
   (``quant_pre_process``: shape inference and graph optimisation, which folds batch-norm into the convolutions), as
   ORT's documentation asks.
@@ -120,10 +122,10 @@ def quantize_int8(fp32_path: Path, dest: Path, names: list[str], calibration_bat
             warnings.simplefilter("ignore")
             quant_pre_process(str(fp32_path), str(pre))
             quantize_static(str(pre), str(dest), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=method,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=method,
                             extra_options={"CalibTensorRangeSymmetric": False})
     return {"format": "QDQ", "weights": "int8 per-channel" if per_channel else "int8 per-tensor",
-            "activations": "int8", "calibration": calibration, "calibration_examples": int(n)}
+            "activations": "uint8", "calibration": calibration, "calibration_examples": int(n)}
 
 
 def session(path: Path, threads: int | None = None) -> Any:
