@@ -64,7 +64,7 @@ def test_compress_table_pruning_recovery_and_int8(compressed) -> None:  # noqa: 
     summary = json.loads((comp / "compression.json").read_text())
     rows = {(r["stage"], r["engine"]): r for r in summary["rows"]}
     assert list(rows) == [("original", "torch"), ("original", "onnx-fp32"), ("pruned", "torch"),
-                          ("recovered", "torch"), ("int8", "onnx-int8")]
+                          ("recovered", "torch"), ("recovered", "onnx-fp32"), ("int8", "onnx-int8")]
     orig, pruned, rec, q = (rows[k] for k in [("original", "torch"), ("pruned", "torch"), ("recovered", "torch"),
                                               ("int8", "onnx-int8")])
     assert pruned["params"] < 0.45 * orig["params"] and pruned["macs"] < 0.45 * orig["macs"]

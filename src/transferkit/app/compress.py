@@ -2,7 +2,8 @@
 
 Stages, each measured the same way (:mod:`transferkit.compress.measure`) in the same process:
 
-1. ``original``: the run's model, in eager PyTorch and (``onnx-fp32``) in ONNX Runtime;
+1. ``original``: the run's model, in eager PyTorch and (``onnx-fp32``) in ONNX Runtime (so is the final fp32 model
+   of stage 2 or 3, to tell pruning's speed-up in ONNX Runtime from int8's);
 2. ``pruned``: structured pruning (:func:`transferkit.compress.prune_model`), saved in ``DIR/pruned`` (channel
    counts as data, safetensors weights);
 3. ``recovered``: a short fine-tune of the pruned model through the one fit pipeline (:func:`~transferkit.app.fit.
@@ -11,7 +12,9 @@ Stages, each measured the same way (:mod:`transferkit.compress.measure`) in the 
    whole model (``lr``, default the run's own; the head is not new); a full run folder in ``DIR/recovered``;
    with iterative pruning (``steps`` > 1) each intermediate step is recovered for one epoch first;
 4. ``int8``: the recovered model (the pruned one without recovery) as an int8 ONNX export in ``DIR/export``
-   (:mod:`transferkit.compress.export`, with its parity check).
+   (:mod:`transferkit.compress.export`, with its parity check). An int8 model that fails its parity check (top-1
+   agreement below 90%) is not written: the folder keeps the fp32 stages, ``compression.json``'s ``int8_refused``
+   holds the one-sentence reason, and the table has no int8 row.
 
 ``DIR`` gets ``compression.json`` (settings, prune summary, one row per stage: size in MB, parameters, MACs, latency
 at batch 1 and 32 in ms, batch-32 throughput, test accuracy on the whole test split or a seeded sample of
@@ -28,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import DataConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, RunError
 
 RECOVER_METHODS = ("kd", "soft-targets", "finetune")
 
@@ -106,17 +109,29 @@ def run_compress(run: str | Path, out: str | Path, *, prune: float = 0.5, target
         if recover_epochs:
             final = recover(copy.deepcopy(result.model), recover_epochs, "recovered")
             rows.append(stages.torch_row("recovered", final, work / "recovered" / "model.safetensors"))
+        # the final fp32 model in ONNX Runtime too: what pruning alone buys there, apart from int8
+        rows.append(stages.onnx_row("recovered" if recover_epochs else "pruned", final, work / ".final-onnx",
+                                    int8=False))
         bar.update(1)
-        export_meta = None
+        export_meta, refused = None, None
         if int8:
-            export_meta = stages.int8_export(final, work / "export", calibration=calibration,
-                                             per_channel=per_channel, source=work / ("recovered" if recover_epochs
-                                                                                     else "pruned"))
-            rows.append(stages.onnx_row("int8", final, work / "export", int8=True, existing=True))
+            try:
+                export_meta = stages.int8_export(final, work / "export", calibration=calibration,
+                                                 per_channel=per_channel,
+                                                 source=work / ("recovered" if recover_epochs else "pruned"))
+            except RunError as e:  # int8 failed its parity check: keep the fp32 stages (minutes of recovery)
+                import shutil
+
+                shutil.rmtree(work / "export", ignore_errors=True)
+                refused = str(e)
+                log(f"int8 export refused: {refused}")
+            else:
+                rows.append(stages.onnx_row("int8", final, work / "export", int8=True, existing=True))
             bar.update(1)
         table = _table(rows)
         summary = {"settings": settings, "prune": result.summary(), "rows": rows,
-                   "parity": export_meta["parity"] if export_meta else None, "machine": stages.machine()}
+                   "parity": export_meta["parity"] if export_meta else None, "int8_refused": refused,
+                   "machine": stages.machine()}
         from ..compress.plot import tradeoff_png
         from ..io import write_json, write_text
 
