@@ -45,7 +45,7 @@ def one_seed(args: argparse.Namespace, seed: int, root: Path) -> dict:
     t0 = time.perf_counter()
     run = Path(args.runs[seed]) if args.runs else root / f"run-{seed}"
     cfg = RunConfig(
-        data=DataConfig(name="animal-mnist", train_size=args.train_size),
+        data=DataConfig(name="animal-mnist", train_size=args.train_size or None),
         model=ModelConfig(backbone="mobilenet_v2.imagenet", method="finetune", image_size=args.image_size),
         train=TrainConfig(epochs=args.epochs, seed=seed, progress=False, batch_size=64),
         out=str(root / f"run-{seed}"),
@@ -95,7 +95,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--image-size", type=int, default=64)
-    p.add_argument("--train-size", type=int, default=2000)
+    p.add_argument("--train-size", type=int, default=2000, help="0: the whole training split (7,085 images)")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--recover-epochs", type=int, default=3)
     p.add_argument("--recover-method", default="kd", choices=["kd", "finetune"])

@@ -30,6 +30,14 @@ from transferkit.model import load_model
 
 pytestmark = pytest.mark.slow
 
+# floors from this fixture at seeds 0, 1, 2 (fit --set train.seed=N, compress --seed N), with a margin: original
+# 0.908 / 0.928 / 0.865, pruned 0.123 / 0.148 / 0.113, recovered 0.865 / 0.848 / 0.868, int8 top-1 agreement with the
+# recovered model 0.950 / 0.965 / 0.970 (|int8 - recovered| accuracy <= 0.013), fp32 export max abs diff 2.6e-5 /
+# 2.1e-5 / 3.8e-5 at largest |logit| 18-25
+ORIGINAL_FLOOR = 0.8
+RECOVERED_FLOOR = 0.75
+INT8_AGREEMENT_FLOOR = 0.92
+
 
 def _break(path) -> None:  # noqa: ANN001
     """Overwrite the largest tensor of the ONNX graph at ``path`` with seeded noise of its own scale and type."""
@@ -73,7 +81,7 @@ def test_compress_table_pruning_recovery_and_int8(compressed) -> None:  # noqa: 
     assert orig["accuracy"] > ORIGINAL_FLOOR
     # recovery recovers: pruning leaves the model near chance, 3 epochs of kd bring it most of the way back
     assert pruned["accuracy"] < orig["accuracy"] - 0.2
-    assert rec["accuracy"] > RECOVERED_FLOOR and rec["accuracy"] > pruned["accuracy"] + 0.3
+    assert rec["accuracy"] > RECOVERED_FLOOR and rec["accuracy"] > pruned["accuracy"] + 0.5
     # int8 of the RECOVERED model: top-1 agreement reported and above a floor, accuracy close to fp32's
     agreement = summary["parity"]["int8"]["top1_agreement"]
     assert agreement >= INT8_AGREEMENT_FLOOR, agreement
@@ -86,11 +94,6 @@ def test_compress_table_pruning_recovery_and_int8(compressed) -> None:  # noqa: 
     assert load_model(comp / "pruned").pruned is not None
     assert "| int8 | onnx-int8 |" in (comp / "compression.md").read_text()
 
-
-# floors from 3 seeds of this fixture (see test_compress_table_pruning_recovery_and_int8), with a margin
-ORIGINAL_FLOOR = 0.0
-RECOVERED_FLOOR = 0.0
-INT8_AGREEMENT_FLOOR = 0.0
 
 
 def test_export_command_fp32_and_int8_parity_and_broken_exports_refused(compressed, capsys) -> None:  # noqa: ANN001

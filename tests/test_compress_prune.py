@@ -52,6 +52,11 @@ def test_pruning_halves_channels_keeps_the_head_and_reloads_from_data(tmp_path):
     with torch.no_grad():
         assert torch.equal(pruned(x), again(x))
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["model.json", "model.safetensors"]
+    # a loaded pruned model keeps its record: saved again, it still rebuilds
+    assert again.pruned == meta["pruned"]
+    save_model(again, tmp_path / "m2")
+    with torch.no_grad():
+        assert torch.equal(pruned(x), load_model(tmp_path / "m2")(x))
 
 
 @pytest.mark.parametrize("target", ["params", "macs"])
