@@ -95,7 +95,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--image-size", type=int, default=64)
-    p.add_argument("--train-size", type=int, default=2000, help="0: the whole training split (7,085 images)")
+    p.add_argument("--train-size", type=int, default=2000, help="0: the whole training split (6,801 images)")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--recover-epochs", type=int, default=3)
     p.add_argument("--recover-method", default="kd", choices=["kd", "finetune"])
