@@ -584,7 +584,8 @@ def _add_compress_parsers(sub: typing.Any) -> None:
     cm.add_argument("--recover-method", default="kd", choices=["kd", "soft-targets", "finetune"],
                     help="kd: distil from the unpruned model (online) plus labels (default; soft-targets is its old "
                          "name); finetune: labels only")
-    cm.add_argument("--lr", type=float, help="learning rate of the recovery (default: the run's own)")
+    cm.add_argument("--lr", type=float, help="learning rate of the recovery, the whole model at one rate (default: "
+                    "the run's own; 3e-3 recovered MobileNetV2 best, see BENCHMARKS.md)")
     cm.add_argument("--int8", action="store_true", help="also export the result as static int8 ONNX")
     cm.add_argument("--calibration", default="minmax", choices=["minmax", "percentile", "entropy"], help=calib)
     cm.add_argument("--data", help="the data (default: the run's own)")
