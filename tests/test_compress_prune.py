@@ -52,6 +52,11 @@ def test_pruning_halves_channels_keeps_the_head_and_reloads_from_data(tmp_path):
     with torch.no_grad():
         assert torch.equal(pruned(x), again(x))
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["model.json", "model.safetensors"]
+    # a loaded pruned model keeps its record: saved again, it still rebuilds
+    assert again.pruned == meta["pruned"]
+    save_model(again, tmp_path / "m2")
+    with torch.no_grad():
+        assert torch.equal(pruned(x), load_model(tmp_path / "m2")(x))
 
 
 @pytest.mark.parametrize("target", ["params", "macs"])
@@ -163,3 +168,20 @@ def test_batch_norm_recalibration_fits_the_pruned_model_statistics():
         conv_out = torch.cat([pruned.backbone.model.stage1[0](b) for b in batches])
     assert torch.allclose(bn.running_mean, conv_out.mean(dim=(0, 2, 3)), atol=1e-5)
     assert bn.momentum == 0.1 and not pruned.training
+
+
+def test_iterative_pruning_hands_between_a_model_with_re_estimated_batch_norm_statistics():
+    """Each recovery in between starts from statistics of the channels left, not the unpruned model's."""
+    batches = [_x(32, seed=s) for s in range(3)]
+    gaps = []
+
+    def between(model, step):  # noqa: ANN001, ANN202
+        bn = model.backbone.model.stage1[1]
+        with torch.no_grad():
+            conv_out = torch.cat([model.backbone.model.stage1[0](b) for b in batches])
+        gaps.append(float((bn.running_mean - conv_out.mean(dim=(0, 2, 3))).abs().max()))
+
+    prune_model(_digits_model(), _x(), amount=0.5, steps=2, between=between, norm_batches=batches)
+    assert len(gaps) == 1 and gaps[0] < 1e-5
+    prune_model(_digits_model(), _x(), amount=0.5, steps=2, between=between)  # without batches: the old statistics
+    assert gaps[1] > 1e-3

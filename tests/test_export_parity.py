@@ -75,7 +75,7 @@ def test_int8_quantisation_is_static_qdq_with_per_channel_weights(tmp_path):
     model, batches = _model_and_batches()
     fp32, names, _ = export_fp32(model, batches[0][0][:2], tmp_path / "fp32")
     info = quantize_int8(fp32, tmp_path / "int8.onnx", names, batches, calibration="percentile")
-    assert info == {"format": "QDQ", "weights": "int8 per-channel", "activations": "int8",
+    assert info == {"format": "QDQ", "weights": "int8 per-channel", "activations": "uint8",
                     "calibration": "percentile", "calibration_examples": 16}
     graph = onnx.load(str(tmp_path / "int8.onnx")).graph
     ops = {n.op_type for n in graph.node}
@@ -89,3 +89,24 @@ def test_int8_quantisation_is_static_qdq_with_per_channel_weights(tmp_path):
     assert (tmp_path / "int8.onnx").stat().st_size < 0.4 * fp32.stat().st_size
     out = parity(model, tmp_path / "int8.onnx", names, batches, int8=True)
     assert out["max_abs_diff"] > 0  # int8 is not bit-exact, and the check does not pretend it is
+
+
+def test_compress_keeps_the_fp32_stages_when_int8_fails_its_parity_check(tmp_path, monkeypatch):
+    """An int8 refusal does not throw away pruning and recovery: no int8 row, no export folder, the reason saved."""
+    import transferkit.compress.onnx_model as onnx_model
+    from transferkit.app.compress import run_compress
+    from transferkit.app.fit import run_fit
+    from transferkit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+
+    run_fit(RunConfig(data=DataConfig(name="mnist", train_size=128), out=str(tmp_path / "run"),
+                      model=ModelConfig(backbone="digits-cnn", method="finetune"),
+                      train=TrainConfig(epochs=1, progress=False)))
+    monkeypatch.setattr(onnx_model, "INT8_MIN_AGREEMENT", 1.01)  # no int8 model can pass: the refusal path
+    result = run_compress(tmp_path / "run", tmp_path / "comp", recover_epochs=0, repeats=1, test_samples=64,
+                          calibration_samples=32, progress=False)
+    summary = json.loads((result.out / "compression.json").read_text())
+    assert "agrees with the PyTorch model on only" in summary["int8_refused"]
+    assert [(r["stage"], r["engine"]) for r in summary["rows"]] == [
+        ("original", "torch"), ("original", "onnx-fp32"), ("pruned", "torch"), ("pruned", "onnx-fp32")]
+    assert not (result.out / "export").exists() and (result.out / "pruned" / "model.json").is_file()
+    assert "int8" not in (result.out / "compression.md").read_text()

@@ -193,6 +193,7 @@ def load_model(folder: str | Path, *, trust_code: bool = False) -> TransferModel
         state = {**{f"backbone.{k}": v for k, v in backbone.state_dict().items()}, **state}
     if meta.get("pruned") is not None:
         apply_layer_shapes(model, meta["pruned"], source=str(meta_path))
+        model.pruned = meta["pruned"]  # kept, so that saving the loaded model again records the architecture too
     missing, unexpected = _load_strict(model, state)
     if missing or unexpected:
         raise WeightsError(

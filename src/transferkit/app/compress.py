@@ -2,15 +2,19 @@
 
 Stages, each measured the same way (:mod:`transferkit.compress.measure`) in the same process:
 
-1. ``original``: the run's model, in eager PyTorch and (``onnx-fp32``) in ONNX Runtime;
+1. ``original``: the run's model, in eager PyTorch and (``onnx-fp32``) in ONNX Runtime (so is the final fp32 model
+   of stage 2 or 3, to tell pruning's speed-up in ONNX Runtime from int8's);
 2. ``pruned``: structured pruning (:func:`transferkit.compress.prune_model`), saved in ``DIR/pruned`` (channel
    counts as data, safetensors weights);
 3. ``recovered``: a short fine-tune of the pruned model through the one fit pipeline (:func:`~transferkit.app.fit.
    run_fit` with the pruned model as its starting point), with the original model as a logit-distillation teacher
-   (method ``soft-targets``; ``recover_method="finetune"`` for plain fine-tuning): a full run folder in
-   ``DIR/recovered``; with iterative pruning (``steps`` > 1) each intermediate step is recovered for one epoch first;
+   (method ``kd``, online, plus labels; ``recover_method="finetune"`` for labels only), at one learning rate for the
+   whole model (``lr``, default the run's own; the head is not new); a full run folder in ``DIR/recovered``;
+   with iterative pruning (``steps`` > 1) each intermediate step is recovered for one epoch first;
 4. ``int8``: the recovered model (the pruned one without recovery) as an int8 ONNX export in ``DIR/export``
-   (:mod:`transferkit.compress.export`, with its parity check).
+   (:mod:`transferkit.compress.export`, with its parity check). An int8 model that fails its parity check (top-1
+   agreement below 90%) is not written: the folder keeps the fp32 stages, ``compression.json``'s ``int8_refused``
+   holds the one-sentence reason, and the table has no int8 row.
 
 ``DIR`` gets ``compression.json`` (settings, prune summary, one row per stage: size in MB, parameters, MACs, latency
 at batch 1 and 32 in ms, batch-32 throughput, test accuracy on the whole test split or a seeded sample of
@@ -27,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from ..config import DataConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, RunError
 
-RECOVER_METHODS = ("soft-targets", "finetune")
+RECOVER_METHODS = ("kd", "soft-targets", "finetune")
 
 
 @dataclass
@@ -44,7 +48,8 @@ class CompressResult:
 
 def run_compress(run: str | Path, out: str | Path, *, prune: float = 0.5, target: str = "channels",
                  importance: str = "l2", steps: int = 1, recover_epochs: int = 3,
-                 recover_method: str = "soft-targets", lr: float | None = None, int8: bool = True,
+                 recover_method: str = "kd", lr: float | None = None,
+                 recover_params: dict[str, Any] | None = None, int8: bool = True,
                  calibration: str = "minmax", per_channel: bool = True, calibration_samples: int = 256,
                  data: str | DataConfig | None = None, repeats: int = 10, test_samples: int | None = None,
                  seed: int = 0, overwrite: bool = False,
@@ -69,7 +74,8 @@ def run_compress(run: str | Path, out: str | Path, *, prune: float = 0.5, target
     if int8:
         check_quantization(calibration, per_channel)
     settings = {"run": str(run), "prune": prune, "target": target, "importance": importance, "steps": steps,
-                "recover_epochs": recover_epochs, "recover_method": recover_method, "lr": lr, "int8": int8,
+                "recover_epochs": recover_epochs, "recover_method": recover_method, "lr": lr,
+                "recover_params": recover_params or {}, "int8": int8,
                 "calibration": calibration, "per_channel": per_channel, "calibration_samples": calibration_samples,
                 "repeats": repeats, "test_samples": test_samples, "seed": seed}
     folder = RunFolder(out, overwrite=overwrite)
@@ -88,7 +94,7 @@ def run_compress(run: str | Path, out: str | Path, *, prune: float = 0.5, target
         bar.update(1)
 
         recover = _recoverer(run, run_cfg, data_cfg, work, recover_method=recover_method, lr=lr, seed=seed,
-                             progress=progress)
+                             progress=progress, recover_params=recover_params)
         between = (lambda m, step: recover(m, 1, f"step-{step + 1}")) if steps > 1 and recover_epochs else None
         log(f"pruning {prune:.0%} of the {target} ({importance} importance, {steps} step(s))")
         result = stages.prune(original, amount=prune, target=target, importance=importance, steps=steps,
@@ -103,17 +109,29 @@ def run_compress(run: str | Path, out: str | Path, *, prune: float = 0.5, target
         if recover_epochs:
             final = recover(copy.deepcopy(result.model), recover_epochs, "recovered")
             rows.append(stages.torch_row("recovered", final, work / "recovered" / "model.safetensors"))
+        # the final fp32 model in ONNX Runtime too: what pruning alone buys there, apart from int8
+        rows.append(stages.onnx_row("recovered" if recover_epochs else "pruned", final, work / ".final-onnx",
+                                    int8=False))
         bar.update(1)
-        export_meta = None
+        export_meta, refused = None, None
         if int8:
-            export_meta = stages.int8_export(final, work / "export", calibration=calibration,
-                                             per_channel=per_channel, source=work / ("recovered" if recover_epochs
-                                                                                     else "pruned"))
-            rows.append(stages.onnx_row("int8", final, work / "export", int8=True, existing=True))
+            try:
+                export_meta = stages.int8_export(final, work / "export", calibration=calibration,
+                                                 per_channel=per_channel,
+                                                 source=work / ("recovered" if recover_epochs else "pruned"))
+            except RunError as e:  # int8 failed its parity check: keep the fp32 stages (minutes of recovery)
+                import shutil
+
+                shutil.rmtree(work / "export", ignore_errors=True)
+                refused = str(e)
+                log(f"int8 export refused: {refused}")
+            else:
+                rows.append(stages.onnx_row("int8", final, work / "export", int8=True, existing=True))
             bar.update(1)
         table = _table(rows)
         summary = {"settings": settings, "prune": result.summary(), "rows": rows,
-                   "parity": export_meta["parity"] if export_meta else None, "machine": stages.machine()}
+                   "parity": export_meta["parity"] if export_meta else None, "int8_refused": refused,
+                   "machine": stages.machine()}
         from ..compress.plot import tradeoff_png
         from ..io import write_json, write_text
 
@@ -223,7 +241,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 
 def _recoverer(run: str | Path, run_cfg: Any, data_cfg: DataConfig, work: Path, *, recover_method: str,
-               lr: float | None, seed: int, progress: bool) -> Any:
+               lr: float | None, seed: int, progress: bool, recover_params: dict[str, Any] | None = None) -> Any:
     """``recover(model, epochs, name)``: fine-tune ``model`` through :func:`run_fit` into ``work/name``."""
     from ..config import ModelConfig, RunConfig, TrainConfig
     from ..model import load_model
@@ -231,11 +249,15 @@ def _recoverer(run: str | Path, run_cfg: Any, data_cfg: DataConfig, work: Path, 
 
     def recover(model: Any, epochs: int, name: str) -> Any:
         base = run_cfg or RunConfig(data=data_cfg)
-        params = {"teacher": str(Path(run).absolute())} if recover_method == "soft-targets" else {}
+        teacher = str(Path(run).absolute())
+        params = ({"teacher": teacher, "teacher_mode": "online"} if recover_method == "kd"
+                  else {"teacher": teacher} if recover_method == "soft-targets" else {})
+        params.update(recover_params or {})
         model_cfg = dataclasses.replace(base.model if run_cfg else ModelConfig(), method=recover_method,
                                         method_params=params, image_size=model.image_size)
+        # the head is not new (it was trained with the backbone): one learning rate for all, not the run's 10x head
         train = dataclasses.replace(base.train if run_cfg else TrainConfig(), epochs=epochs, seed=seed,
-                                    progress=progress, early_stopping=None, freeze_blocks=0)
+                                    progress=progress, early_stopping=None, freeze_blocks=0, head_lr_scale=1.0)
         if lr is not None:
             train = dataclasses.replace(train, lr=lr)
         cfg = dataclasses.replace(base, data=data_cfg, model=model_cfg, train=train, target=None,

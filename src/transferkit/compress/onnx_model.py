@@ -3,8 +3,10 @@
 - fp32: the exporter of the frozen-feature engine (:func:`transferkit.features.onnx_export.export_onnx`: dynamo
   first, TorchScript as the fall-back), graph input ``x`` (images, tabular rows) or the tokenizer's tensors (text),
   output ``logits``, dynamic batch axis.
-- int8: ONNX Runtime static quantisation (``quantize_static``) in QDQ format with per-channel int8 weights and int8
-  activations whose ranges are calibrated on a sample of the training data (:class:`BatchReader`, a
+- int8: ONNX Runtime static quantisation (``quantize_static``) in QDQ format with per-channel int8 weights and uint8
+  activations (ORT's U8S8 kernels: on the recovered pruned MobileNetV2 at 64 px, batch 32, one thread, 9.2 ms against
+  15.8-16.2 ms with int8 activations, 32 ms in fp32; top-1 agreement with the fp32 model 95.0% vs 95.1-96.9% over the
+  calibration methods) whose ranges are calibrated on a sample of the training data (:class:`BatchReader`, a
   ``CalibrationDataReader``), by ``minmax``, ``percentile`` or ``entropy``. The fp32 graph is first pre-processed
   (``quant_pre_process``: shape inference and graph optimisation, which folds batch-norm into the convolutions), as
   ORT's documentation asks.
@@ -15,11 +17,20 @@ per-tensor weights lost many points of accuracy on MobileNetV2 (depthwise convol
 per channel), so ``per_channel=False`` warns.
 
 Parity (:func:`parity`): the ONNX model's logits against the PyTorch model's on the same preprocessed batches. fp32
-must agree to ``FP32_TOLERANCE`` (max absolute difference) times ``max(1, largest |logit|)`` or the export is refused
-(float32 rounding grows with the logits' scale: a model whose logits reach 1e3, as a pruned model's can before its
-batch-norm statistics are re-estimated, differs by ~1e-3 between two correct float32 engines); int8 reports top-1
-agreement and the accuracy of both, and is refused below ``INT8_MIN_AGREEMENT`` top-1 agreement (a broken
-quantisation, not a rounding difference).
+must agree to ``max(FP32_TOLERANCE, FP32_RELATIVE * largest |logit|)`` (max absolute difference) or the export is
+refused; int8 reports top-1 agreement and the accuracy of both, and is refused below ``INT8_MIN_AGREEMENT`` top-1
+agreement (a broken quantisation, not a rounding difference).
+
+Why the fp32 bar grows with the logits above ``|logit| = 10`` (measured on MobileNetV2 fine-tuned on Animal-MNIST at
+64 px, 256 test images, logits up to 57.5): PyTorch fp32 itself is 6.1e-5 away from the same model run in float64,
+ONNX Runtime 1.7e-4 (2.9e-6 of the largest logit), so two correct float32 engines differ by 1.5e-4 there, over the
+issue's absolute 1e-4. The difference is not one operator's: it grows block by block through the 17 inverted
+residual blocks (after the last one, vs float64: PyTorch 6.5e-5, ONNX Runtime 1.4e-4 with all graph optimisations,
+1.1e-4 with none, so fusions are not the cause). Batch-norm channels with near-zero running variance (a tenth of
+them after fine-tuning at 64 px) were the suspect, but they carry signal: flooring the variances at 1e-4 moved the
+PyTorch logits by 27, so they are not clamped. A recovered pruned model (KD recovery, logits up to 46) differed by
+5.7e-5, within 1e-4. ``FP32_RELATIVE = 1e-5`` is 3.4x the worst relative difference measured (2.9e-6) and ten times
+tighter than a bar of ``1e-4 * |logit|``; a broken graph (one weight tensor perturbed) differs by whole units.
 """
 
 from __future__ import annotations
@@ -35,7 +46,9 @@ import torch
 
 from ..errors import ConfigError, RunError
 
+#: fp32 parity: max abs logit difference allowed, or FP32_RELATIVE of the largest |logit| when that is larger
 FP32_TOLERANCE = 1e-4
+FP32_RELATIVE = 1e-5
 #: an int8 model whose top-1 predictions agree with the PyTorch model's on fewer held-out examples than this is refused
 INT8_MIN_AGREEMENT = 0.9
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
@@ -109,10 +122,10 @@ def quantize_int8(fp32_path: Path, dest: Path, names: list[str], calibration_bat
             warnings.simplefilter("ignore")
             quant_pre_process(str(fp32_path), str(pre))
             quantize_static(str(pre), str(dest), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=method,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=method,
                             extra_options={"CalibTensorRangeSymmetric": False})
     return {"format": "QDQ", "weights": "int8 per-channel" if per_channel else "int8 per-tensor",
-            "activations": "int8", "calibration": calibration, "calibration_examples": int(n)}
+            "activations": "uint8", "calibration": calibration, "calibration_examples": int(n)}
 
 
 def session(path: Path, threads: int | None = None) -> Any:
@@ -150,6 +163,11 @@ def torch_logits(model: torch.nn.Module, batches: Iterable[Any]) -> np.ndarray:
         return np.concatenate([model(to_device(x, torch.device("cpu"))).float().numpy() for x, _ in batches])
 
 
+def fp32_bar(max_abs_logit: float) -> float:
+    """The fp32 parity bar for logits up to ``max_abs_logit`` (see the module docstring)."""
+    return max(FP32_TOLERANCE, FP32_RELATIVE * max_abs_logit)
+
+
 def parity(model: torch.nn.Module, onnx_path: Path, names: list[str], batches: list[Any], *,
            int8: bool) -> dict[str, Any]:
     """The ONNX model against the PyTorch model on ``batches`` (see the module docstring).
@@ -161,14 +179,15 @@ def parity(model: torch.nn.Module, onnx_path: Path, names: list[str], batches: l
     got = onnx_logits(session(onnx_path), names, batches)
     labels = np.concatenate([y.numpy() for _, y in batches])
     diff = float(np.max(np.abs(ref - got))) if ref.size else 0.0
-    scale = max(1.0, float(np.max(np.abs(ref)))) if ref.size else 1.0
-    out = {"examples": int(len(labels)), "max_abs_diff": diff, "max_abs_logit": scale,
+    scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+    bar = fp32_bar(scale)
+    out = {"examples": int(len(labels)), "max_abs_diff": diff, "max_abs_logit": scale, "fp32_bar": bar,
            "top1_agreement": float(np.mean(ref.argmax(1) == got.argmax(1))),
            "accuracy_torch": float(np.mean(ref.argmax(1) == labels)),
            "accuracy_onnx": float(np.mean(got.argmax(1) == labels))}
-    if not int8 and not diff <= FP32_TOLERANCE * scale:
+    if not int8 and not diff <= bar:
         raise RunError(f"The ONNX export does not match the PyTorch model (max abs logit difference {diff:.3g} > "
-                       f"{FP32_TOLERANCE:g} x max(1, largest |logit| {scale:.3g})); the export is broken, it was not "
+                       f"{bar:.3g}, the float32 bar at largest |logit| {scale:.3g}); the export is broken, it was not "
                        "written.")
     if int8 and not out["top1_agreement"] >= INT8_MIN_AGREEMENT:
         raise RunError(f"The int8 model agrees with the PyTorch model on only {out['top1_agreement']:.1%} of "

@@ -131,6 +131,7 @@ def prune_model(model: TransferModel, example: torch.Tensor, *, amount: float = 
         raise RunError(f"torch-pruning cannot build the dependency graph of this model ({type(e).__name__}: {e}); "
                        "structured pruning supports convolutional and linear backbones.") from None
     goal = (1 - amount) * (params0 if target == "params" else macs0)
+    norm = list(norm_batches)
     taken = 0
     for step in range(_FINE_STEPS if fine else steps):
         if importance == "taylor":
@@ -144,11 +145,12 @@ def prune_model(model: TransferModel, example: torch.Tensor, *, amount: float = 
             if size <= goal:
                 break
         elif between is not None and step < steps - 1:
+            if norm:  # the recovery in between starts from statistics that fit the channels left
+                recalibrate_batch_norm(pruned, norm)
             pruned.pruned = layer_shapes(pruned)  # what a recovery saves in between must rebuild too
             pruned.inference = dict(DEFAULT_INFERENCE)
             between(pruned, step)
             pruned.eval()
-    norm = list(norm_batches)
     if norm:
         recalibrate_batch_norm(pruned, norm)
     pruned.eval()
