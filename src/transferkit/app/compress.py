@@ -32,6 +32,7 @@ from typing import Any
 
 from ..config import DataConfig
 from ..errors import ConfigError, RunError
+from ..model import model_file_bytes
 
 RECOVER_METHODS = ("kd", "soft-targets", "finetune")
 
@@ -180,7 +181,8 @@ class _Stages:
         b1 = torch_latency(model, self.x1, repeats=self.repeats)
         b32 = torch_latency(model, self.x32, repeats=self.repeats)
         acc = accuracy(torch_logits(model, self.test), self.test)
-        return _row(stage, "torch", weights.stat().st_size, params, macs, b1, b32, acc)
+        size = model_file_bytes(weights.parent)  # a probe's folder names its packaged backbone: count it
+        return _row(stage, "torch", size, params, macs, b1, b32, acc)
 
     def onnx_row(self, stage: str, model: Any, folder: Path, *, int8: bool, existing: bool = False
                  ) -> dict[str, Any]:
