@@ -55,7 +55,21 @@ def _break(path) -> None:  # noqa: ANN001
 
 @pytest.fixture(scope="module")
 def compressed(tmp_path_factory):  # noqa: ANN001, ANN201
-    root = tmp_path_factory.mktemp("compress")
+    """The fit and the compression on ONE torch thread, as the floors above were measured: the thread count changes
+    the order of float sums, hence the trained weights, and int8 agreement is sensitive to them (on 2 threads seed 0's
+    recovered model agreed with its int8 export on only 88.2% of the 400 images, and compress refused the export: the
+    fragility issue 14's note records, not a defect of this flow)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield _compress(tmp_path_factory.mktemp("compress"))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _compress(root):  # noqa: ANN001, ANN202
     assert main(["fit", "--data", "mnist", "--backbone", "mobilenet_v2.imagenet", "--method", "finetune",
                  "--out", str(root / "run"), "--set", "model.image_size=32", "--set", "data.train_size=1000",
                  "--set", "train.epochs=2", "--set", "train.batch_size=32", "--set", "train.progress=false"]) == 0
