@@ -497,3 +497,17 @@ def test_text_loader_tokenises_per_batch() -> None:
     assert x2["input_ids"].shape[0] == 1 and x2["input_ids"].shape[1] < 6  # padded per batch only
     assert x1["input_ids"][0, 0].item() == 101  # [CLS]
     assert y1.tolist() == [1, 0] and y2.tolist() == [1]
+
+
+def test_fingerprint_of_a_text_object_array_follows_the_strings_not_their_addresses() -> None:
+    """An object array's raw bytes are pointers: hashing them made every process (and every copy) miss the feature
+    cache, and could in principle match other strings that reuse the addresses."""
+    texts = ["a fine film", "a dull film", "not bad"]
+    fresh = np.array(["".join(list(t)) for t in texts], dtype=object)  # equal strings, other objects
+    a = Dataset("text", np.array(texts, dtype=object), np.array([0, 1, 0]), ["x", "y"], "t")
+    b = Dataset("text", fresh, np.array([0, 1, 0]), ["x", "y"], "t")
+    c = Dataset("text", list(texts), np.array([0, 1, 0]), ["x", "y"], "t")
+    assert a.fingerprint() == b.fingerprint() == c.fingerprint()
+    other = Dataset("text", np.array(["a fine film", "a dull film", "not good"], dtype=object), np.array([0, 1, 0]),
+                    ["x", "y"], "t")
+    assert other.fingerprint(labels=False) != a.fingerprint(labels=False)

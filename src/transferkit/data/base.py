@@ -100,15 +100,19 @@ class Dataset:
         h.update(self.modality.encode())
         if labels:
             h.update("\x00".join(self.classes).encode())
-        if isinstance(self.inputs, np.ndarray):
+        if isinstance(self.inputs, np.ndarray) and self.inputs.dtype != object:  # an object array's bytes are pointers
             h.update(str(self.inputs.dtype).encode() + str(self.inputs.shape).encode())
             h.update(np.ascontiguousarray(self.inputs).tobytes())
         elif self.modality == "image":
             import os
 
             for p in self.inputs:
-                st = os.stat(p)
-                h.update(f"{p}\x00{st.st_size}\x00{st.st_mtime_ns}\x01".encode())
+                if isinstance(p, str | os.PathLike):
+                    st = os.stat(p)
+                    h.update(f"{p}\x00{st.st_size}\x00{st.st_mtime_ns}\x01".encode())
+                else:  # an image given as an array (an object array or list of differently sized images)
+                    a = np.ascontiguousarray(p)
+                    h.update(f"{a.dtype}{a.shape}".encode() + a.tobytes() + b"\x01")
         else:
             for s in self.inputs:
                 h.update(str(s).encode("utf-8") + b"\x01")
