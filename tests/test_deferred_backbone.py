@@ -30,7 +30,16 @@ from transferkit.backbones.deferred import (
 )
 from transferkit.errors import BackboneError, WeightsError
 from transferkit.features.keys import weights_sha256
-from transferkit.model import MODEL_META, MODEL_WEIGHTS, TransferModel, load_model, model_file_bytes, save_model
+from transferkit.io import file_sha256
+from transferkit.model import (
+    MODEL_META,
+    MODEL_WEIGHTS,
+    TransferModel,
+    load_model,
+    model_file_bytes,
+    model_sha256,
+    save_model,
+)
 
 NAME = "mobilenet_v2.imagenet"
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,6 +108,25 @@ def test_a_model_around_it_is_saved_by_reference_and_loads_back(cards: Path, tmp
     with torch.no_grad():
         torch.testing.assert_close(back(x), model.eval()(x))
     assert weights_reference(back.backbone) is not None  # saved again, still by reference
+
+
+def test_a_by_reference_folder_hashes_its_backbone_too(cards: Path, tmp_path: Path) -> None:
+    """The served / exported model hash covers the backbone a by-reference folder names, not only its head file."""
+    first, second = _pair(cards)
+    save_model(TransferModel(second, ["a", "b"]), tmp_path / "ref")
+    head_only = file_sha256(tmp_path / "ref" / MODEL_WEIGHTS)
+    assert model_sha256(tmp_path / "ref") != head_only
+    meta_path = tmp_path / "ref" / MODEL_META
+    meta = json.loads(meta_path.read_text())
+    before = model_sha256(tmp_path / "ref")
+    meta["backbone_weights"]["weights_sha256"] = "0" * 64  # the same head on other backbone weights
+    meta_path.write_text(json.dumps(meta))
+    assert model_sha256(tmp_path / "ref") != before
+    whole = TransferModel(first, ["a", "b"])
+    with torch.no_grad():
+        next(first.parameters()).add_(1.0)  # trained: saved whole, hashed as the file
+    save_model(whole, tmp_path / "whole")
+    assert model_sha256(tmp_path / "whole") == file_sha256(tmp_path / "whole" / MODEL_WEIGHTS)
 
 
 def test_trained_backbone_weights_are_saved_whole(cards: Path, tmp_path: Path) -> None:

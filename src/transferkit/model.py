@@ -29,7 +29,7 @@ from .backbones.base import Backbone, Preprocessing
 from .backbones.deferred import mark_packaged, state_sha256, weights_reference
 from .backbones.taps import Taps
 from .errors import RunError, WeightsError
-from .io import write_json, write_with
+from .io import file_sha256, write_json, write_with
 from .version import __version__
 
 MODEL_WEIGHTS = "model.safetensors"
@@ -214,6 +214,28 @@ def model_file_bytes(folder: str | Path) -> int:
         return size
     extra = reference.get("bytes") if isinstance(reference, dict) else None
     return size + (extra if isinstance(extra, int) and extra > 0 else 0)
+
+
+def model_sha256(folder: str | Path) -> str:
+    """One SHA-256 that says which model a saved folder holds (served as ``/metadata``'s ``model_sha256``, recorded as
+    an export's source).
+
+    It is the SHA-256 of ``model.safetensors``, except for a model saved by reference, whose file holds only the
+    head: then the hash of the head file and the packaged backbone weights it names (``backbone_weights``), so two
+    folders with the same head on different backbone weights do not share a hash.
+    """
+    import hashlib
+
+    folder = Path(folder)
+    weights = file_sha256(folder / MODEL_WEIGHTS)
+    try:
+        reference = json.loads((folder / MODEL_META).read_text(encoding="utf-8")).get("backbone_weights")
+    except (OSError, ValueError, AttributeError):
+        return weights
+    if not isinstance(reference, dict):
+        return weights
+    text = f"transferkit-model/1\t{weights}\t{reference.get('catalog')}\t{reference.get('weights_sha256')}"
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _referenced_backbone(reference: Any, meta_path: Path) -> Backbone:

@@ -69,8 +69,7 @@ def run_export(run: str | Path, out: str | Path, *, fmt: str = "onnx", int8: boo
     from ..compress.measure import batch_of, loader_batches
     from ..compress.onnx_model import check_quantization
     from ..data import load_data
-    from ..io import file_sha256
-    from ..model import MODEL_WEIGHTS, load_model
+    from ..model import load_model, model_sha256
     from .fit import log
     from .runs import RunFolder
 
@@ -87,7 +86,7 @@ def run_export(run: str | Path, out: str | Path, *, fmt: str = "onnx", int8: boo
         splits = load_data(data_of(run, data))
         checks = loader_batches(model, held_out(splits), limit=parity_samples, seed=seed)
         calib = loader_batches(model, splits.train, limit=calibration_samples, seed=seed) if int8 else None
-        source = {"folder": str(Path(run).absolute()), "model_sha256": file_sha256(Path(run) / MODEL_WEIGHTS)}
+        source = {"folder": str(Path(run).absolute()), "model_sha256": model_sha256(run)}
         work = folder.start(settings)
         (work / "config.yaml").unlink()  # the folder is a deployable model, not a run: export.json says it all
         log(f"exporting {run} to ONNX{' (int8)' if int8 else ''}")

@@ -33,7 +33,7 @@ from ..data.preprocessing import Preprocessing
 from ..ensemble.folder import ENSEMBLE_META, STACKER_FILE, is_ensemble_folder
 from ..errors import DataError, RunError
 from ..io import file_sha256
-from ..model import MODEL_META, MODEL_WEIGHTS
+from ..model import MODEL_META, MODEL_WEIGHTS, model_sha256
 
 EXPORT_MODEL = "model.onnx"
 EXPORT_META = "export.json"
@@ -146,7 +146,7 @@ class TorchPredictor(Predictor):
         if members is None:
             meta = json.loads((folder / MODEL_META).read_text(encoding="utf-8"))
             extra: dict[str, Any] = {"inference": dict(model.inference), "method": _method_name(meta.get("method"))}
-            sha256, image_size = file_sha256(folder / MODEL_WEIGHTS), model.image_size
+            sha256, image_size = model_sha256(folder), model.image_size
         else:
             extra = {"ensemble": {"how": est.how, "members": list(est.names_)}}
             sha256 = _ensemble_sha256(folder)
