@@ -178,8 +178,6 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         ap.error(f"unknown rows {unknown}; choose from {', '.join(ROWS)}")
 
-    import torch
-
     t_start = time.perf_counter()
     src_text, tgt_text = load_builtin(SOURCE), load_builtin(TARGET)
     feats = {"minilm": (featurise(src_text, "minilm-l6"), featurise(tgt_text, "minilm-l6"))}
@@ -204,8 +202,10 @@ def main(argv: list[str] | None = None) -> None:
     base_of = {"probe+keep": "probe", "oracle": "probe", "source-only+weight": "source-only",
                "self-training": "source-only", "dann": "source-only", "cdan": "source-only",
                "bow:probe+keep": "bow:probe", "ft:dann": "ft:source-only"}
-    print(f"\n{SOURCE} -> {TARGET}: {len(args.seeds)} seeds {args.seeds}, {args.source_size} source snippets per "
-          f"seed; {machine()}; torch threads {torch.get_num_threads()}\n")
+    sizes = f"{args.source_size} source snippets per seed"
+    if any(r.startswith("ft:") for r in rows):
+        sizes += f" ({args.ft_size} for the ft: rows, {args.ft_epochs} epochs)"
+    print(f"\n{SOURCE} -> {TARGET}: {len(args.seeds)} seeds {args.seeds}, {sizes}; {machine()}\n")
     for k, c in checks.items():
         print(f"- shift on {k} features: domain classifier AUC {c['domain_auc']:.3f} (0.5 = no shift); probe on the "
               f"whole source training split: source test {c['source_test']:.1f} %, "
