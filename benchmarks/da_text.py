@@ -68,7 +68,7 @@ def featurise(splits: Splits, backbone: str) -> Splits:
     parts = []
     for split in ("train", "val", "test"):
         ds: Dataset = getattr(splits, split)
-        x = np.asarray(extract_features(backbone, ds, batch_size=64), dtype=np.float32)
+        x = np.array(extract_features(backbone, ds, batch_size=64), dtype=np.float32)  # a writable copy
         parts.append(Dataset("tabular", x, ds.labels, list(ds.classes), f"{ds.name}:{backbone}", {"split": split}))
     return Splits(*parts)
 

@@ -95,7 +95,7 @@ def _probe_target_accuracy(backbone: str, seeds: tuple[int, ...], pool_seed: int
     parts = {"pool": subsample(src.train, 400, stratified=True, seed=pool_seed),
              "val": subsample(src.val, 100, stratified=True, seed=pool_seed),
              "test": subsample(tgt.test, 250, stratified=True, seed=pool_seed)}
-    feats = {k: Dataset("tabular", np.asarray(extract_features(backbone, d), dtype=np.float32), d.labels,
+    feats = {k: Dataset("tabular", np.array(extract_features(backbone, d), dtype=np.float32), d.labels,
                         list(d.classes), k) for k, d in parts.items()}
     dim = feats["pool"].inputs.shape[1]
     out = []
