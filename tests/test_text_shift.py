@@ -80,10 +80,10 @@ def test_the_domains_differ_in_topic_not_in_task() -> None:
 
 
 def _probe_target_accuracy(backbone: str, seeds: tuple[int, ...], pool_seed: int = 0) -> list[float]:
-    """Target test accuracy of a probe on frozen ``backbone`` features trained on 250 comedy snippets per seed.
+    """Target test accuracy of a probe on frozen ``backbone`` features trained on 200 comedy snippets per seed.
 
-    A small sample (400 source snippets to draw from, 100 for validation, 250 thriller test snippets), whose
-    features are extracted once; each seed draws its 250 training snippets from the pool, and the probe is fitted
+    A small sample (300 source snippets to draw from, 80 for validation, 200 thriller test snippets), whose
+    features are extracted once; each seed draws its 200 training snippets from the pool, and the probe is fitted
     through the public API on the features (the same computation as ``backbone=..., method="probe"`` on the text).
     """
     from transferkit import TransferClassifier
@@ -92,15 +92,15 @@ def _probe_target_accuracy(backbone: str, seeds: tuple[int, ...], pool_seed: int
     from transferkit.features import extract_features
 
     src, tgt = load_builtin("rotten-tomatoes-comedy"), load_builtin("rotten-tomatoes-thriller")
-    parts = {"pool": subsample(src.train, 400, stratified=True, seed=pool_seed),
-             "val": subsample(src.val, 100, stratified=True, seed=pool_seed),
-             "test": subsample(tgt.test, 250, stratified=True, seed=pool_seed)}
+    parts = {"pool": subsample(src.train, 300, stratified=True, seed=pool_seed),
+             "val": subsample(src.val, 80, stratified=True, seed=pool_seed),
+             "test": subsample(tgt.test, 200, stratified=True, seed=pool_seed)}
     feats = {k: Dataset("tabular", np.array(extract_features(backbone, d), dtype=np.float32), d.labels,
                         list(d.classes), k) for k, d in parts.items()}
     dim = feats["pool"].inputs.shape[1]
     out = []
     for seed in seeds:
-        train = subsample_train(feats["pool"], train_size=250, seed=seed)
+        train = subsample_train(feats["pool"], train_size=200, seed=seed)
         clf = TransferClassifier(backbone=f"mlp:{dim}", pretrained=False, method="probe", seed=seed, progress=False)
         clf.fit(Splits(train, feats["val"], None))
         out.append(clf.evaluate(feats["test"])["accuracy"])
@@ -109,17 +109,19 @@ def _probe_target_accuracy(backbone: str, seeds: tuple[int, ...], pool_seed: int
 
 @pytest.mark.slow
 def test_the_recommended_text_recipe_carries_sentiment_across_the_genre_shift() -> None:
-    """Frozen MiniLM + probe (the recommended text recipe) on comedy -> thriller, 3 seeds of 250 source snippets.
+    """Frozen MiniLM + probe (the recommended text recipe) on comedy -> thriller, 3 seeds of 200 source snippets.
 
-    Measured over pool draws 0-2 x seeds 0-4 (tests/test_text_shift.py's helper): mean target accuracy over seeds
-    0-2 0.683-0.715, its lead over the bow-hash probe 0.077-0.127 (each seed +0.052 or more). Floors: 0.05 below the
-    lowest mean, half the smallest mean lead, and a lead on every seed.
+    The recipe is the source-only probe itself (no adaptation term beat it in benchmarks/da_text.py), so what is
+    checked is what it claims: sentiment learnt on comedies carries to thrillers, far above the bag-of-words probe.
+    Measured with this helper over pool draws 0-2 x seeds 0-4: mean target accuracy over seeds 0-2 0.657-0.685, its
+    mean lead over the bow-hash probe 0.078-0.095 (on pool draw 0 each seed +0.055 or more, over all 15 draws +0.03
+    or more). Floors: about 0.05 below the lowest mean, half the smallest mean lead, and a lead on every seed.
     """
     seeds = (0, 1, 2)
     minilm = _probe_target_accuracy("minilm-l6", seeds)
     bow = _probe_target_accuracy("bow-hash", seeds)
     lead = [m - b for m, b in zip(minilm, bow, strict=True)]
-    assert np.mean(minilm) >= 0.63, minilm
+    assert np.mean(minilm) >= 0.60, minilm
     assert np.mean(lead) >= 0.04 and min(lead) > 0, (minilm, bow)
 
 
