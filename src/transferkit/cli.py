@@ -105,7 +105,9 @@ def _parser() -> argparse.ArgumentParser:
     rk.add_argument("--out", help="also write the ranking to this JSON file")
 
     cp = sub.add_parser("compare", help="compare domain-adaptation methods over seeds on a source/target pair")
-    cp.add_argument("config", help="a YAML run configuration with data (the source) and target sections")
+    cp.add_argument("config", help="a YAML run configuration with data (the source) and target sections, e.g. "
+                                   "examples/mnist_to_mnist_m.yaml (images), examples/rotten_comedy_to_thriller.yaml "
+                                   "(text)")
     cp.add_argument("--methods", required=True, metavar="A,B,C",
                     help="comma-separated methods, e.g. source-only,dann,cdan,target-oracle")
     cp.add_argument("--seeds", type=_positive_int, default=3, help="number of seeds (0..N-1; default 3)")
@@ -416,9 +418,13 @@ def _backbones(args: argparse.Namespace) -> int:
 
 def _methods(args: argparse.Namespace) -> int:
     from .methods import available_methods
+    from .methods.recipes import RECIPES
 
     for name, desc in available_methods().items():
         print(f"{name:18s} {desc}")
+    print("\nrecommended (measured):")
+    for setting, recipe in RECIPES.items():
+        print(f"  {setting}: {recipe}")
     return 0
 
 

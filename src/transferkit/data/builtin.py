@@ -18,6 +18,8 @@ fashion-mnist-m           RGB 28x28     55,000  5,000  10,000  fashion-mnist's s
 mnist                     image 28x28    3,500    500   1,000  stratified 70/10/20 (350/50/100 per class)
 mnist-m                   RGB 28x28      3,500    500   1,000  mnist's split, blended into photos
 rotten-tomatoes           text          10,202  1,275   1,275  stratified 80/10/10 of the 12,752 distinct texts
+rotten-tomatoes-comedy    text           3,624    385     978  by movie, 70/10/20 of 164 comedies (text_shift)
+rotten-tomatoes-thriller  text           2,667    369     735  by movie, 70/10/20 of 122 thrillers (text_shift)
 uci-digits                image 28x28    1,258    180     359  stratified 70/10/20 of scikit-learn's 1,797
 skada-covariate-source    tabular 2-d      720    240     240  stratified 60/20/20 of 1,200 rows per domain
 skada-covariate-target    tabular 2-d      720    240     240  (likewise for every skada-* data set)
@@ -36,7 +38,9 @@ crop (:func:`~transferkit.data.shifted.make_mnist_m`, seed 0), and ``fashion-mni
 and is judged on the target's test split, which holds the blends of the source's test examples. The ``skada-*``
 pairs are :func:`skada.datasets.make_shifted_datasets` (binary labels, random_state 0): source and target are two
 draws with the named shift (covariate: p(x); label: p(y), skada's ``target_shift``; conditional: p(x|y); subspace),
-each split on its own. :data:`~transferkit.data.shifted.SHIFTED_PAIRS` lists the pairs.
+each split on its own. ``rotten-tomatoes-comedy`` -> ``rotten-tomatoes-thriller`` is a text pair: the reviews of
+light and of dark films, every movie in one domain only (:mod:`transferkit.data.text_shift`).
+:data:`~transferkit.data.shifted.SHIFTED_PAIRS` lists the pairs.
 
 Exact duplicates are dropped before splitting (first copy kept), because a copy in train and another in test
 would inflate test scores: the animal-mnist package holds 284 images twice (188 of them birds, so its classes are
@@ -66,6 +70,7 @@ from .base import Dataset, Modality, Splits
 from .packages import package_file
 from .shifted import make_mnist_m, make_skada_pair
 from .splits import stratified_split
+from .text_shift import domain_split, genre_table
 
 #: Where the Debian package ``dataset-fashion-mnist`` puts its IDX files (a module attribute so tests can move it).
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -309,6 +314,14 @@ def _load_rotten() -> Splits:
     return _three_way("rotten-tomatoes", "text", texts, y, ROTTEN_CLASSES, (0.8, 0.1, 0.1))
 
 
+def _load_rotten_genre(domain: str) -> Splits:
+    texts, y, *_ = genre_table()
+    name = f"rotten-tomatoes-{domain}"
+    parts = [_make(name, "text", texts, y, idx, ROTTEN_CLASSES, split)
+             for idx, split in zip(domain_split(domain), ("train", "val", "test"), strict=True)]
+    return Splits(*parts)
+
+
 def _load_fashion(name: str = "fashion-mnist") -> Splits:
     xtr, ytr, xte, yte = _fashion_arrays(FASHION_MNIST_DIR)
     if name == "fashion-mnist-m":
@@ -416,6 +429,20 @@ BUILTINS: dict[str, _Builtin] = {
         "text",
         ROTTEN_CLASSES,
         _load_rotten,
+    ),
+    "rotten-tomatoes-comedy": _Builtin(
+        "4,987 rotten-tomatoes snippets about 164 comedy/romance/family films, fresh/rotten; split by movie "
+        "3,624/385/978: the source of the text shift pair rotten-tomatoes-comedy -> rotten-tomatoes-thriller.",
+        "text",
+        ROTTEN_CLASSES,
+        lambda: _load_rotten_genre("comedy"),
+    ),
+    "rotten-tomatoes-thriller": _Builtin(
+        "3,771 rotten-tomatoes snippets about 122 thriller/crime/horror/war films, fresh/rotten; split by movie "
+        "2,667/369/735: the target of the text shift pair.",
+        "text",
+        ROTTEN_CLASSES,
+        lambda: _load_rotten_genre("thriller"),
     ),
     "uci-digits": _Builtin(
         "1,797 handwritten digits of other writers (scikit-learn's UCI 8x8 set) drawn at 28x28 the MNIST way, 10 "

@@ -51,6 +51,8 @@ SHIFTED_PAIRS: dict[str, tuple[str, str]] = {
     "mnist->mnist-m": ("mnist", "mnist-m"),
     "fashion-mnist->fashion-mnist-m": ("fashion-mnist", "fashion-mnist-m"),
     "mnist->uci-digits": ("mnist", "uci-digits"),  # other writers, 8x8 scans drawn at 28 px
+    # text: reviews of light films -> reviews of dark films, same fresh/rotten task (transferkit.data.text_shift)
+    "rotten-tomatoes-comedy->rotten-tomatoes-thriller": ("rotten-tomatoes-comedy", "rotten-tomatoes-thriller"),
     "skada-covariate": ("skada-covariate-source", "skada-covariate-target"),
     "skada-label": ("skada-label-source", "skada-label-target"),
     "skada-conditional": ("skada-conditional-source", "skada-conditional-target"),
