@@ -161,10 +161,10 @@ def run_one(method: str, seed: int, teacher: Path, args: argparse.Namespace, ext
     if taught:  # the method's transfer parameters, then the row's own (e.g. fitnets-kd-transfer)
         transfer_params = json.loads(args.transfer_params)
         params.update(transfer_params.get(name, {}))
-        if method != f"{name}-transfer":
-            params.update(transfer_params.get(method, {}))
         if args.labelled_share:  # one budget for every transfer row (and its twin: transfer_steps)
             params["labelled_share"] = args.labelled_share
+        if method != f"{name}-transfer":  # a row's own parameters (a METHOD-pre row's stage 1 may change the share)
+            params.update(transfer_params.get(method, {}))
     clf = TransferClassifier(backbone=args.student, pretrained=False, image_size=args.student_size, method=name,
                              method_params=params, epochs=epochs, batch_size=32, lr=args.lr,
                              augment="light", seed=seed, progress=False, warmup_fraction=0.1, monitor="last")
