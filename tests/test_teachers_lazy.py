@@ -128,6 +128,7 @@ def test_the_key_follows_the_weights_bytes_and_a_teacher_changed_while_in_use_is
         stale.outputs(ds)
 
 
+@pytest.mark.slow
 def test_a_catalog_teacher_with_a_head_is_not_built_on_a_cache_hit(blobs_images, tmp_path: Path, own_cache,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """The packaged MobileNetV2 + a .safetensors head: the first cached fit builds it (and writes its card), the second
