@@ -19,7 +19,7 @@ from transferkit import TransferClassifier
 from transferkit.data.base import Dataset
 from transferkit.errors import ConfigError
 from transferkit.methods import create_method
-from transferkit.methods.transfer_set import labelled_ce
+from transferkit.methods.transfer_set import concatenate, labelled_ce, labelled_repeats
 
 # Margins: see the test's docstring for the seeds they come from.
 KD_MARGIN = 0.10
@@ -35,6 +35,19 @@ def test_the_cross_entropy_covers_the_labelled_rows_only() -> None:
     none = labelled_ce(method, logits, torch.full((6,), -1))
     none.backward()
     assert float(none.detach()) == 0.0 and logits.grad is not None and float(logits.grad.abs().sum()) == 0.0
+
+
+def test_the_labelled_share_repeats_the_labelled_rows_to_that_share_of_an_epoch() -> None:
+    assert labelled_repeats(200, 6601, 0.0) == 1 and labelled_repeats(200, 0, 0.5) == 1
+    for n_l, n_u, share in ((200, 6601, 0.25), (200, 6601, 0.5), (12, 48, 0.5), (10, 90, 0.1), (7, 1000, 0.9)):
+        k = labelled_repeats(n_l, n_u, share)
+        assert k * n_l / (k * n_l + n_u) >= share - 1e-12  # at least the share ...
+        assert k == 1 or (k - 1) * n_l / ((k - 1) * n_l + n_u) < share  # ... with the fewest repeats
+    lab = Dataset("tabular", np.arange(6, dtype=np.float32).reshape(3, 2), np.array([0, 1, 0]), ["a", "b"], "lab")
+    unl = Dataset("tabular", np.full((4, 2), 9, dtype=np.float32), None, ["a", "b"], "unl")
+    both = concatenate(lab, unl, repeats=2)
+    assert both.labels.tolist() == [0, 1, 0, 0, 1, 0, -1, -1, -1, -1]
+    np.testing.assert_array_equal(both.inputs[:6], np.concatenate([lab.inputs, lab.inputs]))
 
 
 def test_mixing_unlabelled_rows_is_refused_in_one_sentence(blobs_images) -> None:
@@ -70,3 +83,19 @@ def test_a_torch_teacher_teaches_a_transfer_set_online_with_kd_and_dist(digits) 
     gains = (kd.evaluate(test)["accuracy"] - alone, dist.evaluate(test)["accuracy"] - alone)
     assert gains[0] > KD_MARGIN and gains[1] > DIST_MARGIN, (alone, gains)
     assert np.isfinite(kd.fit_result_.history[-1]["train_loss"])
+
+
+def test_train_accuracy_counts_the_labelled_rows_only(blobs_images) -> None:
+    """The loop's ``train_accuracy`` is over the rows with a label: a transfer set's unlabelled rows (label -1) can
+    never be "right", so counting them capped it at the labelled share (here 12 of 60 rows, 0.2). The student learns
+    this task's 12 labelled rows (seeds 0-4: 1.0 at the last epoch), so 0.5 fails only if the -1 rows count again."""
+    x, y = blobs_images
+    classes = ["a", "b", "c"]
+    kw = {"backbone": "module:tests.tiny:make_tiny", "batch_size": 16, "progress": False, "seed": 0}
+    teacher = TransferClassifier(epochs=3, **kw).fit(Dataset("image", x, y, classes, "blobs"))
+    clf = TransferClassifier(method="kd", method_params={"teacher": teacher, "teacher_mode": "online"}, epochs=8,
+                             lr=3e-3, **kw)
+    clf.fit(Dataset("image", x[:12], y[:12], classes, "lab"),
+            extra={"unlabelled": Dataset("image", x[12:], None, classes, "unl")})
+    history = clf.fit_result_.history
+    assert len(history) == 8 and history[-1]["train_accuracy"] > 0.5, [r["train_accuracy"] for r in history]

@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file, save
+from safetensors.torch import load_file, save, save_file
 
+import transferkit.backbones as backbones
 from tests.tiny import TinyConvBackbone
 from transferkit import TransferClassifier
 from transferkit.data.base import Dataset
@@ -125,3 +126,39 @@ def test_the_key_follows_the_weights_bytes_and_a_teacher_changed_while_in_use_is
     _rewrite_weights_same_size_and_mtime(tmp_path / "t")  # ... then the file changes before the model is built
     with pytest.raises(RunError, match="changed while it was in use"):
         stale.outputs(ds)
+
+
+@pytest.mark.slow
+def test_a_catalog_teacher_with_a_head_is_not_built_on_a_cache_hit(blobs_images, tmp_path: Path, own_cache,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The packaged MobileNetV2 + a .safetensors head: the first cached fit builds it (and writes its card), the second
+    reads its outputs from the cache and never builds it; a changed head is a new key (outputs recomputed)."""
+    built: list[str] = []
+    real = backbones.build_catalog
+
+    def counted(name, **kw):  # noqa: ANN001, ANN202
+        built.append(name)
+        return real(name, **kw)
+
+    monkeypatch.setattr(backbones, "build_catalog", counted)
+    torch.manual_seed(0)
+    head = tmp_path / "head.safetensors"
+    save_file({"weight": torch.randn(3, 1280) * 0.05, "bias": torch.zeros(3)}, str(head))
+    x, y = blobs_images
+    ds = Dataset("image", x[:24], y[:24], CLASSES, "blobs")
+    params = {"teacher": "mobilenet_v2.imagenet", "teacher_head": str(head), "teacher_classes": CLASSES,
+              "teacher_mode": "cached"}
+    kw = {"backbone": TINY, "method": "kd", "method_params": params, "epochs": 1, "batch_size": 16, "progress": False,
+          "seed": 0}
+    first = TransferClassifier(**kw).fit(ds)
+    assert built == ["mobilenet_v2.imagenet"] and first.fit_result_.extra["teacher"]["kind"] == "catalog"
+    t = load_teacher("mobilenet_v2.imagenet", head=str(head), classes=CLASSES)
+    key = t.fingerprint()
+    second = TransferClassifier(**kw).fit(ds)
+    assert built == ["mobilenet_v2.imagenet"], "a cache hit built the catalog teacher"
+    np.testing.assert_allclose(second.predict_proba(ds), first.predict_proba(ds), atol=1e-5)
+    t.outputs(ds)  # running it builds it, under the same key
+    assert len(built) == 2 and t.fingerprint() == key
+
+    save_file({"weight": torch.randn(3, 1280) * 0.05, "bias": torch.ones(3)}, str(head))
+    assert load_teacher("mobilenet_v2.imagenet", head=str(head), classes=CLASSES).fingerprint() != key

@@ -23,7 +23,9 @@ anyway: no extra pass, and no hook outlives the step. A teacher's layers are pat
 
 **A transfer set**: ``fit(..., extra={"unlabelled": rows})`` adds rows without labels (label -1, see
 :mod:`.transfer_set`); the teacher sees the student's augmented view of each, the cross-entropy covers the labelled
-rows only and the distillation term every row (mixup / cutmix are then refused).
+rows only and the distillation term every row (mixup / cutmix are then refused); ``labelled_share`` repeats the
+labelled rows so they are about that share of each epoch (the hint, attention and relational terms teach no classes,
+so the head learns from the labelled rows alone).
 
 **Owned modules** (FitNets' projections) are built in ``setup`` from the shapes of one probe pass (two examples, no
 gradients, both models in evaluation mode); as submodules of the method they are in its parameter group, at the
@@ -70,6 +72,8 @@ class TeacherParams(ScheduleParams):
     trust_code: bool = False  # the teacher folder may name your own module: factory (a saved model is data)
     alpha: float = field(default=0.0, metadata=param(ge=0))  # weight of the optional logit-KD term
     temperature: float = field(default=4.0, metadata=param(gt=0))  # T of the logit-KD term
+    # with a transfer set: the labelled rows are repeated to about this share of each epoch (0: each row once)
+    labelled_share: float = field(default=0.0, metadata=param(ge=0, lt=1))
 
 
 @dataclass
@@ -96,7 +100,7 @@ class OnlineDistillation(RegularisedMethod):
     # --- set-up -------------------------------------------------------------------------------------------
     def training_data(self, ctx: FitContext) -> Dataset:
         """The labelled split, then the unlabelled rows (label -1) when the fit was given some."""
-        return transfer_set(ctx, self.name)
+        return transfer_set(ctx, self.name, self.params.labelled_share)
 
     def setup(self, ctx: FitContext) -> None:
         super().setup(ctx)

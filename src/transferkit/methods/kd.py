@@ -36,7 +36,8 @@ only, the distillation term over all:
 Online, the teacher sees the student's augmented view of every row, labelled or not (Beyer et al.'s function
 matching); cached, its outputs on the un-augmented rows are computed once. The loop then trains on the labelled rows
 followed by the unlabelled ones, so ``ctx.sample_weights`` (which weigh the labelled rows only) do not apply, and
-mixup / cutmix are refused.
+mixup / cutmix are refused. ``labelled_share`` repeats the labelled rows to about that share of each epoch (default 0:
+each row once; see :mod:`.transfer_set`).
 
 The teacher is held by the method (frozen, evaluation mode), never saved with the student.
 """
@@ -59,7 +60,7 @@ from .base import FitContext, FitResult, StepOutput
 from .lwf import distillation
 from .registry import register
 from .regularised import Frozen, RegularisedMethod, ScheduleParams
-from .transfer_set import UNLABELLED, check_no_mixing, concatenate, labelled_ce, transfer_set
+from .transfer_set import UNLABELLED, check_no_mixing, concatenate, labelled_ce, labelled_repeats, transfer_set
 
 MODES = ("auto", "online", "cached")
 
@@ -81,6 +82,8 @@ class KDParams(ScheduleParams):
     teacher_preprocessing: dict[str, Any] | None = None  # ONNX / Keras inputs (see transferkit.teachers.foreign)
     teacher_batch_size: int = field(default=64, metadata=param(ge=1))  # batches of the cached mode's teacher pass
     cache: bool = True  # cached mode: keep the teacher's outputs in the feature cache (False: compute every run)
+    # with a transfer set: the labelled rows are repeated to about this share of each epoch (0: each row once)
+    labelled_share: float = field(default=0.0, metadata=param(ge=0, lt=1))
 
 
 @register
@@ -128,7 +131,7 @@ class KD(RegularisedMethod):
 
         teacher, mode = self.resolve_teacher(ctx)
         if mode != "cached":
-            return transfer_set(ctx, self.name)
+            return transfer_set(ctx, self.name, getattr(self.params, "labelled_share", 0.0))
         cfg = ctx.train_config
         check_no_mixing(ctx, "The cached teacher mode cannot follow mixup or cutmix (the teacher never saw the mixed "
                              "examples); use teacher_mode: online or turn mixing off")
@@ -145,9 +148,10 @@ class KD(RegularisedMethod):
                               batch_size=int(self.params.teacher_batch_size), progress=cfg.progress)
         self.teacher_record["seconds"] = round(time.perf_counter() - t0, 3)
         self.teacher_record["unlabelled_rows"] = len(unlabelled)
-        both = concatenate(ctx.train, unlabelled)
-        targets = np.concatenate([np.concatenate([labels, z], axis=1),
-                                  np.concatenate([np.full((len(unlabelled), 1), -1.0, np.float32), z_u], axis=1)])
+        k = labelled_repeats(len(ctx.train), len(unlabelled), getattr(self.params, "labelled_share", 0.0))
+        both = concatenate(ctx.train, unlabelled, k)
+        targets = np.concatenate([np.concatenate([labels, z], axis=1)] * k
+                                 + [np.concatenate([np.full((len(unlabelled), 1), -1.0, np.float32), z_u], axis=1)])
         return both.with_targets(targets)
 
     def setup(self, ctx: FitContext) -> None:

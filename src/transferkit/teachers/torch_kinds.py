@@ -9,6 +9,11 @@ input width must be the backbone's feature width), a ``.safetensors`` file with 
 and ``bias`` ``(C,)``, or the ``head.1.weight`` / ``head.1.bias`` entries of a saved model), or, without ``head``, the
 backbone's own source classifier when it has one (the packaged ImageNet MobileNetV2's 1000 classes).
 
+**A catalog teacher with a head** (``mobilenet_v2.imagenet`` + a ``.safetensors`` head) holds its packaged backbone
+as :mod:`transferkit.backbones.deferred` does for a probe: from its card in the feature cache, built on its first
+forward pass; its fingerprint hashes the backbone's (declared) weights and the head's apart, so it is the same before
+and after the build. A head given as a run folder still loads that folder's model to take its head.
+
 **A folder teacher is built only when it has to run** (:class:`FolderTeacher`). Its classes, preprocessing and image
 size come from ``model.json``, and its fingerprint (the cached mode's key) from the folder's files: the SHA-256 of
 ``model.json``'s bytes and of ``model.safetensors``'s bytes. So a second run whose outputs are in the feature cache
@@ -32,10 +37,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..backbones import build_backbone, code_references
+from ..backbones import build_backbone, code_references, feature_backbone
 from ..data.base import Dataset
 from ..data.preprocessing import Preprocessing
 from ..errors import ConfigError, RunError, WeightsError
+from ..features.cache import default_cache
 from ..features.keys import weights_sha256
 from ..io import file_sha256
 from ..model import MODEL_META, MODEL_WEIGHTS, TransferModel, load_model, make_head, read_model_meta
@@ -63,12 +69,13 @@ class TorchTeacher(Teacher):
         return self.module
 
     def fingerprint(self) -> str:
-        """Architecture spec, preprocessing, image size, classes and a SHA-256 of every weight tensor (recomputed each
-        call, so weights changed in place give a new fingerprint)."""
+        """Architecture spec, preprocessing, image size, classes and a SHA-256 of every weight tensor, the backbone's
+        and the head's apart (recomputed each call, so weights changed in place give a new fingerprint; a packaged
+        backbone not built yet answers the hash its card declares, which its build checks)."""
         m = self.model
-        return sha256_text("torch-teacher/1", json.dumps(m.backbone.spec(), sort_keys=True, default=str),
+        return sha256_text("torch-teacher/2", json.dumps(m.backbone.spec(), sort_keys=True, default=str),
                            json.dumps(m.preprocessing.to_dict(), sort_keys=True, default=str), m.image_size,
-                           json.dumps(m.classes), m.head_kind, weights_sha256(m))
+                           json.dumps(m.classes), m.head_kind, weights_sha256(m.backbone), weights_sha256(m.head))
 
     def outputs(self, ds: Dataset, *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
         from ..train.inference import predict_logits
@@ -187,8 +194,10 @@ def from_folder(folder: str | Path, *, trust_code: bool = False) -> FolderTeache
 
 def from_catalog(name: str, *, head: str | None = None, classes: list[str] | None = None,
                  trust_code: bool = False) -> TorchTeacher:
-    """Catalog backbone ``name`` under ``head`` (see the module docstring)."""
-    backbone = build_backbone(name)
+    """Catalog backbone ``name`` under ``head`` (see the module docstring). With a head given, a packaged pretrained
+    backbone is described from its card in the feature cache and built only when the teacher runs (a cached-mode
+    re-run whose outputs are in the cache never builds it); without one, its own classifier needs it built now."""
+    backbone = build_backbone(name) if head is None else feature_backbone(name, cards=default_cache().cards_dir)
     dim = backbone.feature_dim
     known = True
     if head is None:

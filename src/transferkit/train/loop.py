@@ -259,6 +259,7 @@ def _train_epoch(accelerator, model, method, step, optimizer, scheduler, sched_w
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
+    labelled = torch.zeros((), device=device, dtype=torch.long)  # rows with a label (not a transfer set's -1)
     params = [p for g in optimizer.param_groups for p in g["params"]]
     watch = _LossWatch(device, every=1 if device.type == "cpu" else FINITE_CHECK_EVERY,
                        per_step=accelerator.num_processes == 1)
@@ -279,7 +280,9 @@ def _train_epoch(accelerator, model, method, step, optimizer, scheduler, sched_w
         n = int(y.shape[0])
         loss_sum += loss.detach().float() * n
         if logits is not None and y.ndim == 1:
-            correct += (logits.detach().argmax(1) == y).sum()
+            known = y >= 0
+            correct += (logits.detach().argmax(1) == y).sum()  # argmax is never -1: unlabelled rows never count
+            labelled += known.sum()
         seen += n
         bad = watch.add(i, loss.detach())
         if bad is not None:
@@ -290,7 +293,7 @@ def _train_epoch(accelerator, model, method, step, optimizer, scheduler, sched_w
     bar.close()
     _check_epoch_finite(accelerator, watch, loss_sum, params, epoch, steps_per_epoch, optimizer)
     return {"epoch": epoch + 1, "train_loss": loss_sum.item() / max(1, seen),
-            "train_accuracy": correct.item() / max(1, seen)}
+            "train_accuracy": correct.item() / max(1, int(labelled.item()))}
 
 
 class _Diverged(Exception):
