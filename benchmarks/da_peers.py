@@ -13,13 +13,26 @@ skada's deep module (``skada.deep``: DANN, CDAN, DAN, DeepCORAL, MCC, MDD; no MC
 import, the peer columns say so and only transferkit's rows are measured. transferkit's ``mcd`` has no skada
 counterpart.
 
+``--train-size N`` trains both libraries on the same N training images per domain (a seeded draw of indices, the
+same for source and target, since the target split is the source's blended image by image), for the large
+Fashion-MNIST pair; the table's header says so. ``--results FILE`` keeps every (library, pair, method, seed) result in
+a JSON file together with what determines it (arrays, epochs, batch size, lr, method parameters): runs already in the
+file with the same inputs are reused, not re-run, so ``--libraries transferkit`` after a change to transferkit's
+defaults re-runs only its rows and the table still shows the stored skada rows (marked as reused). ``--set
+method:key=value`` passes a method parameter to transferkit (the file records it).
+
     .venv/bin/python benchmarks/da_peers.py                                    # mnist -> mnist-m, 5 seeds, 10 epochs
     .venv/bin/python benchmarks/da_peers.py --seeds 2 --epochs 2 --methods dann,mdd,mcd
+    .venv/bin/python benchmarks/da_peers.py --pairs fashion-mnist:fashion-mnist-m --train-size 5000 \
+        --results benchmarks/results/da_peers.json
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import os
 import statistics
 import time
 from typing import Any
@@ -45,11 +58,56 @@ def skada_status() -> str | None:
     return None
 
 
+def method_params(method: str, args: argparse.Namespace) -> dict[str, Any]:
+    """transferkit's method parameters for ``method`` from ``--set method:key=value``."""
+    out: dict[str, Any] = {}
+    for item in args.set:
+        name, _, kv = item.partition(":")
+        key, _, value = kv.partition("=")
+        if name == method:
+            try:
+                out[key] = json.loads(value)
+            except json.JSONDecodeError:
+                out[key] = value
+    return out
+
+
+def subsample(splits: Any, n: int | None) -> Any:
+    """``splits`` with its training split cut to a seeded draw of ``n`` examples (the same indices for any pair
+    member of the same length, so a blended target keeps its source's images) and its validation split to ``n / 5``."""
+    if not n or n >= len(splits.train):
+        return splits
+    from transferkit.data.base import Splits
+
+    rng = np.random.default_rng(0)
+    idx = np.sort(rng.choice(len(splits.train), n, replace=False))
+    val = splits.val
+    if val is not None and len(val) > n // 5:  # transferkit scores it every epoch; only the test split is reported
+        val = val.subset(np.sort(rng.choice(len(val), n // 5, replace=False)))
+    return Splits(splits.train.subset(idx), val, splits.test)
+
+
+def run_key(lib: str, pair: str, method: str, seed: int, args: argparse.Namespace, src: Any, tgt: Any) -> str:
+    """What determines one run's result: library, method (and transferkit's parameters), seed, protocol, arrays."""
+    h = hashlib.sha256()
+    for ds in (src.train, tgt.train, tgt.test):
+        h.update(ds.fingerprint().encode())
+    parts = [lib, pair, method, str(seed), f"e{args.epochs}", f"b{args.batch_size}", f"lr{args.lr}",
+             f"t{args.threads}", h.hexdigest()[:16]]
+    if lib == "transferkit":  # the resolved parameters, defaults included: a changed default is a new run
+        from transferkit.methods import create_method
+
+        parts.append(json.dumps(create_method(method, method_params(method, args)).describe()["params"],
+                                sort_keys=True, default=str))
+    return "|".join(parts)
+
+
 def transferkit_run(method: str, src: Any, tgt: Any, seed: int, args: argparse.Namespace) -> dict[str, float]:
     """Target test accuracy and seconds per training step of one transferkit fit."""
     from transferkit import TransferClassifier
 
-    est = TransferClassifier(backbone="digits-cnn", method=method, image_size=28, epochs=args.epochs,
+    est = TransferClassifier(backbone="digits-cnn", method=method, method_params=method_params(method, args),
+                             image_size=28, epochs=args.epochs,
                              batch_size=args.batch_size, lr=args.lr, head_lr_scale=1.0, optimizer="adamw",
                              schedule="constant", warmup_fraction=0.0, monitor="last", seed=seed, progress=False,
                              device="cpu")
@@ -124,6 +182,12 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: comparable step times)")
+    ap.add_argument("--train-size", type=int, default=None,
+                    help="training images per domain (a seeded draw, the same for both libraries); default: all")
+    ap.add_argument("--libraries", default="transferkit,skada", help="which libraries to run (others: from --results)")
+    ap.add_argument("--results", help="JSON file of per-seed results: reused when their inputs match, updated")
+    ap.add_argument("--set", action="append", default=[], metavar="METHOD:KEY=VALUE",
+                    help="a transferkit method parameter (repeatable)")
     args = ap.parse_args()
 
     import torch
@@ -133,22 +197,51 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     peer = skada_status()
+    libraries = set(args.libraries.split(","))
+    if "skada" not in libraries and peer is not None:
+        peer = None  # not run here: the stored rows (if any) speak for themselves
+    stored: dict[str, dict[str, float]] = {}
+    if args.results and os.path.exists(args.results):
+        with open(args.results, encoding="utf-8") as fh:
+            stored = json.load(fh)
+
+    def save() -> None:
+        if args.results:
+            tmp = args.results + ".tmp"
+            with open(tmp, "w", encoding="utf-8") as fh:
+                json.dump(stored, fh, indent=0, sort_keys=True)
+            os.replace(tmp, args.results)
     methods = ["source-only", *[m for m in args.methods.split(",") if m != "source-only"]]
     seeds = list(range(args.seeds))
     t_all = time.perf_counter()
     for pair in args.pairs.split(","):
         s_name, t_name = pair.split(":")
-        src, tgt = load_data(DataConfig(name=s_name)), load_data(DataConfig(name=t_name))
+        src = subsample(load_data(DataConfig(name=s_name)), args.train_size)
+        tgt = subsample(load_data(DataConfig(name=t_name)), args.train_size)
         runs: dict[tuple[str, str], list[dict[str, float]]] = {}
+        reused: set[str] = set()
         for m in methods:
             for seed in seeds:
-                runs.setdefault(("transferkit", m), []).append(transferkit_run(m, src, tgt, seed, args))
-                if peer is None and PEERS.get(m):
+                for lib, fn in (("transferkit", transferkit_run), ("skada", skada_run)):
+                    if lib == "skada" and (peer is not None or not PEERS.get(m)):
+                        continue
+                    key = run_key(lib, pair, m, seed, args, src, tgt)
+                    if lib not in libraries or key in stored:
+                        if key in stored:
+                            runs.setdefault((lib, m), []).append(stored[key])
+                            reused.add(lib)
+                        continue
                     try:
-                        runs.setdefault(("skada", m), []).append(skada_run(m, src, tgt, seed, args))
+                        r = fn(m, src, tgt, seed, args)
                     except Exception as err:  # a peer failing is a table cell, not the end of the benchmark
-                        runs[("skada", m)] = []
+                        if lib == "transferkit":
+                            raise
                         print(f"skada {m} seed {seed}: {type(err).__name__}: {err}")
+                        continue
+                    runs.setdefault((lib, m), []).append(r)
+                    print(f"{lib} {pair} {m} seed {seed}: {100 * r['acc']:.1f}", flush=True)
+                    stored[key] = r
+                    save()
         rows = []
         for m in methods:
             row: list[object] = [m]
@@ -162,8 +255,13 @@ def main() -> None:
                         if r and base else float("nan"))
                 row += [_cell([a["acc"] for a in r]), _cell(gains) if m != "source-only" else "-", f"{step:.2f}x"]
             rows.append(row)
+        size = f"{len(src.train)} / {len(tgt.train)} training images (source / target)"
+        if args.train_size:
+            size += " (a seeded draw, the same for both libraries)"
+        note = f"; reused from {args.results}: {', '.join(sorted(reused))} rows" if reused else ""
         print(f"\n{s_name} -> {t_name}: digits-cnn + linear head, AdamW lr {args.lr} constant, batch "
-              f"{args.batch_size}, {args.epochs} epochs, last epoch, seeds {seeds}, {args.threads} thread(s); "
+              f"{args.batch_size}, {args.epochs} epochs, last epoch, seeds {seeds}, {size}, {len(tgt.test)} target "
+              f"test images, {args.threads} thread(s); transferkit method params {args.set or 'defaults'}{note}; "
               f"{machine()}")
         print(table(["method", "transferkit target acc %", "gain vs own source-only", "fit time / source-only's",
                      "skada target acc %", "gain vs own source-only", "fit time / source-only's"], rows))

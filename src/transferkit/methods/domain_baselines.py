@@ -6,7 +6,10 @@ ceiling).
   with the same freezing, learning rates, label smoothing and mixup options) and ignores any target data it is
   given, so that an adaptation method compared with it under the same configuration differs only by its
   adaptation term. (Adaptation methods also pass the target batch through batch-norm with the source batch; that
-  is part of what they do, and source-only does not.)
+  is part of what they do, and source-only does not.) For the same reason it keeps the moving average of its
+  weights that every adaptation method keeps (``ema``, 0.99 per step; :mod:`transferkit.methods.averaging`): a gain
+  over source-only is then the adaptation's, not the averaging's. On MNIST -> MNIST-M-style the average lifted
+  source-only's target accuracy from 48.9 +- 4.9 to 53.4 +- 6.5 (5 seeds; ``ema: 0`` gives the last step's weights).
 * ``target-oracle``: the same supervised training, but on the *labelled target* training split, which the pipeline
   hands only to a method that declares ``"target_oracle"`` in its ``needs``, as ``ctx.extra["target_oracle"]``. No
   adaptation method may see these labels; the oracle shows how much of the gap to a model trained on the target is
@@ -16,18 +19,41 @@ ceiling).
 
 from __future__ import annotations
 
-from typing import ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
+from ..config import param
 from ..data.base import Dataset
 from ..errors import ConfigError, DataError
+from ..model import TransferModel
+from .averaging import EMAMixin
 from .base import FitContext, Method
 from .registry import register
 
 
+@dataclass
+class SourceOnlyParams:
+    # decay per step of the moving average of the weights kept as the result, as the adaptation methods'; 0: off
+    ema: float = field(default=0.99, metadata=param(ge=0, lt=1))
+
+
 @register
-class SourceOnly(Method):
+class SourceOnly(EMAMixin, Method):
     name: ClassVar[str] = "source-only"
     summary: ClassVar[str] = "baseline: supervised training on the source alone (target data is ignored)"
+    Params: ClassVar[type] = SourceOnlyParams
+
+    def setup(self, ctx: FitContext) -> None:
+        super().setup(ctx)
+        self.ema_setup(ctx)
+
+    def on_step_start(self, step: int, total_steps: int) -> None:
+        super().on_step_start(step, total_steps)
+        self.ema_step(step)
+
+    def finish(self, model: TransferModel, result: Any) -> None:
+        super().finish(model, result)
+        self.ema_finish(model, result)
 
 
 @register
