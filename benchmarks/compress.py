@@ -2,10 +2,11 @@
 
 For each seed: fine-tune ``mobilenet_v2.imagenet`` on a training subset of Animal-MNIST (``transferkit fit``'s
 ``run_fit``), then ``run_compress`` (the ``transferkit compress`` command): prune half of every layer's channels (l2
-magnitude), re-estimate its batch-norm statistics, recover for 3 epochs with ``kd`` (online) from the unpruned model
-plus labels, quantise to static int8 (ORT QDQ, per-channel,
-MinMax calibration on 256 training images). Every stage's size, latency and test accuracy are measured in the same
-process (:mod:`transferkit.app.compress`), so the ratios compare like with like on the same (shared, loaded) CPU.
+magnitude) in 2 steps of a quarter each with one ``kd`` epoch between, re-estimate its batch-norm statistics, recover
+for 3 epochs with ``kd`` (online) from the unpruned model plus labels, quantise to static int8 (ORT QDQ, per-channel,
+MinMax calibration on 256 training images, the first convolution and the classifier left in float). Every stage's
+size, latency and test accuracy are measured in the same process (:mod:`transferkit.app.compress`), so the ratios
+compare like with like on the same (shared, loaded) CPU.
 
 Printed (mean +- std over the seeds), against the targets of issue 14:
 
@@ -14,8 +15,13 @@ Printed (mean +- std over the seeds), against the targets of issue 14:
   the unpruned model in eager PyTorch;
 - test accuracy of int8 minus the unpruned fp32 (PyTorch) model's, in points (target >= -1).
 
+The speed ratios come twice: from the stage rows (each stage timed once, minutes apart) and from the interleaved
+timing at the end of the compression (the engines in turn, round after round; wall and thread CPU time, see
+:mod:`transferkit.compress.measure`), which is the one to quote on a shared machine.
+
     .venv/bin/python benchmarks/compress.py [--seeds 3] [--image-size 64] [--train-size 2000] [--epochs 2]
-        [--recover-epochs 3] [--prune 0.5] [--lr LR] [--importance l2] [--prune-steps 1]
+        [--recover-epochs 3] [--prune 0.5] [--lr LR] [--importance l2] [--prune-steps 2]
+        [--recover-set KEY=VALUE ...]
         [--out benchmarks/results/compress.json] [--runs RUN0 RUN1 ...]
 
 ``--runs`` takes run folders already fine-tuned with the same recipe (``transferkit fit --data animal-mnist --backbone
@@ -123,7 +129,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="torch / ONNX Runtime intra-op threads (default 1)")
     p.add_argument("--prune", type=float, default=0.5)
     p.add_argument("--importance", default="l2", choices=["l1", "l2", "taylor"])
-    p.add_argument("--prune-steps", type=int, default=1, help="iterative pruning: steps, one recovery epoch between")
+    p.add_argument("--prune-steps", type=int, default=2,
+                   help="iterative pruning: steps, one recovery epoch between (2: 0.25 + 0.25 of the channels, chosen "
+                        "on the validation split, see BENCHMARKS.md)")
     p.add_argument("--recover-set", dest="recover_overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="a train.* or model.method_params.* setting of the recovery (as compress --recover-set)")
     p.add_argument("--calibration", default="minmax")

@@ -106,9 +106,23 @@ def check_quantization(calibration: str, per_channel: bool) -> None:
                       stacklevel=3)
 
 
+def float_end_nodes(model: Any) -> list[str]:
+    """The nodes :func:`quantize_int8` keeps in float with ``float_ends``: convolutions that read a graph input (an
+    image model's first layer) and the ``Gemm`` / ``MatMul`` that writes a graph output (the classifier)."""
+    inputs = {i.name for i in model.graph.input}
+    outputs = {o.name for o in model.graph.output}
+    return [n.name for n in model.graph.node
+            if (n.op_type == "Conv" and n.input and n.input[0] in inputs)
+            or (n.op_type in ("Gemm", "MatMul") and outputs.intersection(n.output))]
+
+
 def quantize_int8(fp32_path: Path, dest: Path, names: list[str], calibration_batches: Iterable[Any], *,
-                  calibration: str = "minmax", per_channel: bool = True) -> dict[str, Any]:
-    """Statically quantise the fp32 ONNX model at ``fp32_path`` to int8 (QDQ) at ``dest``; returns its settings."""
+                  calibration: str = "minmax", per_channel: bool = True, float_ends: bool = True) -> dict[str, Any]:
+    """Statically quantise the fp32 ONNX model at ``fp32_path`` to int8 (QDQ) at ``dest``; returns its settings.
+
+    ``float_ends`` keeps the first convolution and the classifier in float (:func:`float_end_nodes`; see the module
+    docstring for why).
+    """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
 
     check_quantization(calibration, per_channel)
@@ -121,11 +135,15 @@ def quantize_int8(fp32_path: Path, dest: Path, names: list[str], calibration_bat
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             quant_pre_process(str(fp32_path), str(pre))
+            import onnx
+
+            keep = float_end_nodes(onnx.load(str(pre))) if float_ends else []
             quantize_static(str(pre), str(dest), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=method,
-                            extra_options={"CalibTensorRangeSymmetric": False})
+                            nodes_to_exclude=keep, extra_options={"CalibTensorRangeSymmetric": False})
     return {"format": "QDQ", "weights": "int8 per-channel" if per_channel else "int8 per-tensor",
-            "activations": "uint8", "calibration": calibration, "calibration_examples": int(n)}
+            "activations": "uint8", "calibration": calibration, "calibration_examples": int(n),
+            "float_nodes": keep}
 
 
 def session(path: Path, threads: int | None = None) -> Any:
