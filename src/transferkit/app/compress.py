@@ -10,7 +10,11 @@ Stages, each measured the same way (:mod:`transferkit.compress.measure`) in the 
    run_fit` with the pruned model as its starting point), with the original model as a logit-distillation teacher
    (method ``kd``, online, plus labels; ``recover_method="finetune"`` for labels only), at one learning rate for the
    whole model (``lr``, default the run's own; the head is not new); a full run folder in ``DIR/recovered``;
-   with iterative pruning (``steps`` > 1) each intermediate step is recovered for one epoch first;
+   with iterative pruning (``steps`` > 1) each intermediate step is recovered for one epoch first (``DIR/step-1``
+   ...; 2 steps of a quarter of the channels each recovered MobileNetV2 on Animal-MNIST a point better than one step
+   of a half, BENCHMARKS.md); ``recover_overrides`` (``--recover-set train.KEY=VALUE`` or
+   ``model.method_params.KEY=VALUE``) change the recovery's fit config like ``fit --set``, checked before anything is
+   pruned;
 4. ``int8``: the recovered model (the pruned one without recovery) as an int8 ONNX export in ``DIR/export``
    (:mod:`transferkit.compress.export`, with its parity check). An int8 model that fails its parity check (top-1
    agreement below 90%) is not written: the folder keeps the fp32 stages, ``compression.json``'s ``int8_refused``
@@ -18,7 +22,9 @@ Stages, each measured the same way (:mod:`transferkit.compress.measure`) in the 
 
 ``DIR`` gets ``compression.json`` (settings, prune summary, one row per stage: size in MB, parameters, MACs, latency
 at batch 1 and 32 in ms, batch-32 throughput, test accuracy on the whole test split or a seeded sample of
-``test_samples``), ``compression.md`` (the same table) and
+``test_samples``; and ``interleaved``: the ONNX Runtime stages and the original eager model timed again in turn, wall
+and thread CPU time, with each one's speed-up over the original in ONNX Runtime fp32, the speed-ups to quote on a
+shared machine, see :func:`transferkit.compress.measure.interleaved_latency`), ``compression.md`` (both tables) and
 ``accuracy_vs_latency.png``; it is built in ``.DIR.partial`` and renamed into place at the end.
 """
 
