@@ -15,16 +15,16 @@
 Where int8's speed comes from, measured on the pruned MobileNetV2 at 64 px (Animal-MNIST, one thread, the engines
 timed in turn in one process; BENCHMARKS.md "Compression: iterative recovery"): int8 ran 1.30x the same pruned model
 in ORT fp32 at batch 32 (thread CPU time; 1.66x wall time on the pruned model before recovery), well under the ~2x the
-issue author measured on the unpruned model at 224 px. At 64 px the feature maps are small (32x32 down to 2x2) and the
-pruned layers narrow (8-640 channels), so the fixed cost per operator (packing, requantising every output) weighs more
-against the arithmetic that int8 speeds up; the depthwise convolutions are memory-bound in either format. What did and
-did not change it: ``quant_pre_process`` or not, and the QOperator format instead of QDQ, ran within 2% of each other
-(ORT fuses QDQ into the same ``QLinearConv`` kernels); ORT's graph optimisation level matters most (at
-``ORT_ENABLE_EXTENDED`` int8 was 1.06x fp32, at ``ORT_ENABLE_BASIC`` 0.23x: the QDQ pairs are only fused into integer
-kernels at the default ``ORT_ENABLE_ALL``, which :func:`session` keeps); the first convolution in int8 is slower than
-in float (3 input channels: a 27-wide int8 GEMM plus quantising the whole input image, against ORT's blocked fp32
-kernel), so keeping it and the classifier float made int8 1.46x its fp32 instead of 1.30x (3.54x the unpruned model in
-ORT fp32 instead of 3.16x) and lost no accuracy (validation accuracy 97.63% vs 97.53% all-int8).
+issue author measured on the unpruned model at 224 px. The likely reason, not isolated further: at 64 px the feature
+maps are small (32x32 down to 2x2) and the pruned layers narrow, so the fixed cost per operator (packing, requantising
+every output) weighs more against the arithmetic that int8 speeds up. What did and did not change it:
+``quant_pre_process`` or not, and the QOperator format instead of QDQ, ran within 2% of each other (ORT fuses QDQ into
+the same ``QLinearConv`` kernels); ORT's graph optimisation level matters most (the int8 graph at
+``ORT_ENABLE_EXTENDED`` ran 1.06x the fp32 graph at ``ORT_ENABLE_ALL``, at ``ORT_ENABLE_BASIC`` 0.23x; :func:`session`
+keeps ORT's default, ``ORT_ENABLE_ALL``); the first convolution in int8 is slower than in float (3 input channels: a
+27-wide int8 GEMM plus quantising the whole input image, against ORT's blocked fp32 kernel), so keeping it and the
+classifier float made int8 1.46x its fp32 instead of 1.30x (3.54x the unpruned model in ORT fp32 instead of 3.16x) and
+lost no accuracy (validation accuracy 97.63% vs 97.53% all-int8).
 
 Known-bad combinations (measured, see BENCHMARKS.md "Compression"): dynamic quantisation turns convolutions into
 ``ConvInteger``, which ONNX Runtime's CPU provider runs several times *slower* than fp32, so it is not offered;
