@@ -70,7 +70,7 @@ def test_interleaved_latency_times_every_engine_in_turn_with_the_order_rotated()
     calls: list[str] = []
     runs = {name: (lambda name=name: calls.append(name)) for name in ("a", "b", "c")}
     out = interleaved_latency(runs, rounds=3, repeats=2, warmup=1)
-    assert calls[:3] == ["a", "b", "c"]  # warm-up, then round 0: a a b b c c, round 1: b b c c a a, round 2: c c a a b b
+    assert calls[:3] == ["a", "b", "c"]  # warm-up; then rounds 0-2: a a b b c c, b b c c a a, c c a a b b
     assert calls[3:] == ["a", "a", "b", "b", "c", "c", "b", "b", "c", "c", "a", "a", "c", "c", "a", "a", "b", "b"]
     assert set(out) == {"a", "b", "c"} and all(set(v) == {"wall_ms", "cpu_ms"} for v in out.values())
     assert all(v["wall_ms"] >= 0 and v["cpu_ms"] >= 0 for v in out.values())

@@ -5,12 +5,12 @@ on the same preprocessed inputs, in the same process, for every stage; eager PyT
 number of intra-op threads (torch's). Throughput is batch-32 examples per second. The machine may be shared: ratios
 between stages measured in one run mean more than absolute times.
 
-Stages measured one after the other minutes apart see whatever load the shared machine had then (the unpruned model
-in ONNX Runtime measured at 12.9 to 27.0 ms at batch 32 over three seeds of one benchmark, BENCHMARKS.md "Compression:
-real recovery"), so a speed-up between two stages is better read from :func:`interleaved_latency`: the engines run in
-turn, round after round, and each one's figure is the median over the rounds of its per-round medians; it also
-reports the calling thread's CPU time per run, which at one intra-op thread (torch and ONNX Runtime then compute on
-the calling thread) is the work itself, whatever else the machine runs.
+Stages measured one after the other minutes apart see whatever load the shared machine had then (the unpruned model in
+ONNX Runtime measured at 12.9 to 27.0 ms at batch 32 over three seeds of one benchmark, BENCHMARKS.md "Compression:
+real recovery", now replaced by "Compression: iterative recovery"), so a speed-up between two stages is better read
+from :func:`interleaved_latency`: the engines run in turn, round after round, and each one's figure is the median over
+the rounds of its per-round medians; it also reports the calling thread's CPU time per run, which at one intra-op
+thread (torch and ONNX Runtime then compute on the calling thread) is the work itself, whatever else the machine runs.
 """
 
 from __future__ import annotations
