@@ -27,6 +27,7 @@ def run(tmp_path_factory):  # noqa: ANN001, ANN201
     return out
 
 
+@pytest.mark.slow  # ~10 s: two short recoveries
 def test_recover_set_reaches_the_recovery_config_and_iterative_steps_recover_in_between(run, tmp_path):
     assert main(["compress", str(run), "--prune", "0.5", "--prune-steps", "2", "--recover-epochs", "1",
                  "--recover-set", "model.method_params.alpha=0.8", "--recover-set", "train.schedule=constant",
