@@ -329,8 +329,7 @@ def _recoverer(run: str | Path, run_cfg: Any, data_cfg: DataConfig, work: Path, 
     --set``); ``recover.check(image_size)`` builds it (and the method's parameters) without training.
     """
     from ..config import ModelConfig, RunConfig, TrainConfig, apply_overrides
-    from ..methods.base import build_params
-    from ..methods.registry import check_param_keys, get_method_class
+    from ..methods import create_method
     from ..model import load_model
     from .fit import run_fit
 
@@ -359,9 +358,7 @@ def _recoverer(run: str | Path, run_cfg: Any, data_cfg: DataConfig, work: Path, 
 
     def check(image_size: int | None) -> None:
         cfg = config(image_size, 1, "recovered")
-        cls = get_method_class(cfg.model.method)
-        check_param_keys(cls, cfg.model.method_params)
-        build_params(cls, cfg.model.method_params)
+        create_method(cfg.model.method, cfg.model.method_params)  # checks the parameters; the teacher loads later
 
     recover.check = check  # type: ignore[attr-defined]
     return recover
