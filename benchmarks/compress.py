@@ -3,7 +3,7 @@
 For each seed: fine-tune ``mobilenet_v2.imagenet`` on a training subset of Animal-MNIST (``transferkit fit``'s
 ``run_fit``), then ``run_compress`` (the ``transferkit compress`` command): prune half of every layer's channels (l2
 magnitude) in 2 steps of a quarter each with one ``kd`` epoch between, re-estimate its batch-norm statistics, recover
-for 3 epochs with ``kd`` (online) from the unpruned model plus labels, quantise to static int8 (ORT QDQ, per-channel,
+for 5 epochs with ``kd`` (online) from the unpruned model plus labels, quantise to static int8 (ORT QDQ, per-channel,
 MinMax calibration on 256 training images, the first convolution and the classifier left in float). Every stage's
 size, latency and test accuracy are measured in the same process (:mod:`transferkit.app.compress`), so the ratios
 compare like with like on the same (shared, loaded) CPU.
@@ -20,7 +20,7 @@ timing at the end of the compression (the engines in turn, round after round; wa
 :mod:`transferkit.compress.measure`), which is the one to quote on a shared machine.
 
     .venv/bin/python benchmarks/compress.py [--seeds 3] [--image-size 64] [--train-size 2000] [--epochs 2]
-        [--recover-epochs 3] [--prune 0.5] [--lr LR] [--importance l2] [--prune-steps 2]
+        [--recover-epochs 5] [--prune 0.5] [--lr LR] [--importance l2] [--prune-steps 2]
         [--recover-set KEY=VALUE ...]
         [--out benchmarks/results/compress.json] [--runs RUN0 RUN1 ...]
 
@@ -122,7 +122,7 @@ def main() -> None:
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--train-size", type=int, default=2000, help="0: the whole training split (6,801 images)")
     p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--recover-epochs", type=int, default=3)
+    p.add_argument("--recover-epochs", type=int, default=5, help="after the last pruning step (5: see BENCHMARKS.md)")
     p.add_argument("--recover-method", default="kd", choices=["kd", "finetune"])
     p.add_argument("--lr", type=float, default=3e-3,
                    help="recovery learning rate (3e-3 recovered 92.0%% val. accuracy on seed 0, 1e-3 90.3%%)")
