@@ -595,6 +595,9 @@ def _add_compress_parsers(sub: typing.Any) -> None:
                          "name); finetune: labels only")
     cm.add_argument("--lr", type=float, help="learning rate of the recovery, the whole model at one rate (default: "
                     "the run's own; 3e-3 recovered MobileNetV2 best, see BENCHMARKS.md)")
+    cm.add_argument("--recover-set", dest="recover_overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a setting of the recovery's fit config, train.KEY or model.method_params.KEY, as "
+                         "fit --set does, e.g. --recover-set model.method_params.alpha=0.7 (repeatable)")
     cm.add_argument("--int8", action="store_true", help="also export the result as static int8 ONNX")
     cm.add_argument("--calibration", default="minmax", choices=["minmax", "percentile", "entropy"], help=calib)
     cm.add_argument("--data", help="the data (default: the run's own)")
@@ -626,7 +629,8 @@ def _compress(args: argparse.Namespace) -> int:
     _output(args.out, "folder", what="compression folder")
     result = run_compress(args.run, args.out, prune=args.prune, target=args.target, importance=args.importance,
                           steps=args.prune_steps, recover_epochs=args.recover_epochs,
-                          recover_method=args.recover_method, lr=args.lr, int8=args.int8,
+                          recover_method=args.recover_method, lr=args.lr,
+                          recover_overrides=args.recover_overrides, int8=args.int8,
                           calibration=args.calibration, data=args.data, seed=args.seed, overwrite=args.overwrite,
                           test_samples=args.test_samples, repeats=args.repeats,
                           trust_code=args.trust_code)

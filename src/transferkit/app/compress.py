@@ -10,7 +10,11 @@ Stages, each measured the same way (:mod:`transferkit.compress.measure`) in the 
    run_fit` with the pruned model as its starting point), with the original model as a logit-distillation teacher
    (method ``kd``, online, plus labels; ``recover_method="finetune"`` for labels only), at one learning rate for the
    whole model (``lr``, default the run's own; the head is not new); a full run folder in ``DIR/recovered``;
-   with iterative pruning (``steps`` > 1) each intermediate step is recovered for one epoch first;
+   with iterative pruning (``steps`` > 1) each intermediate step is recovered for one epoch first (``DIR/step-1``
+   ...; 2 steps of a quarter of the channels each recovered MobileNetV2 on Animal-MNIST a point better than one step
+   of a half, BENCHMARKS.md); ``recover_overrides`` (``--recover-set train.KEY=VALUE`` or
+   ``model.method_params.KEY=VALUE``) change the recovery's fit config like ``fit --set``, checked before anything is
+   pruned;
 4. ``int8``: the recovered model (the pruned one without recovery) as an int8 ONNX export in ``DIR/export``
    (:mod:`transferkit.compress.export`, with its parity check). An int8 model that fails its parity check (top-1
    agreement below 90%) is not written: the folder keeps the fp32 stages, ``compression.json``'s ``int8_refused``
@@ -18,7 +22,9 @@ Stages, each measured the same way (:mod:`transferkit.compress.measure`) in the 
 
 ``DIR`` gets ``compression.json`` (settings, prune summary, one row per stage: size in MB, parameters, MACs, latency
 at batch 1 and 32 in ms, batch-32 throughput, test accuracy on the whole test split or a seeded sample of
-``test_samples``), ``compression.md`` (the same table) and
+``test_samples``; and ``interleaved``: the ONNX Runtime stages and the original eager model timed again in turn, wall
+and thread CPU time, with each one's speed-up over the original in ONNX Runtime fp32, the speed-ups to quote on a
+shared machine, see :func:`transferkit.compress.measure.interleaved_latency`), ``compression.md`` (both tables) and
 ``accuracy_vs_latency.png``; it is built in ``.DIR.partial`` and renamed into place at the end.
 """
 
@@ -50,7 +56,8 @@ class CompressResult:
 def run_compress(run: str | Path, out: str | Path, *, prune: float = 0.5, target: str = "channels",
                  importance: str = "l2", steps: int = 1, recover_epochs: int = 3,
                  recover_method: str = "kd", lr: float | None = None,
-                 recover_params: dict[str, Any] | None = None, int8: bool = True,
+                 recover_params: dict[str, Any] | None = None, recover_overrides: list[str] | None = None,
+                 int8: bool = True,
                  calibration: str = "minmax", per_channel: bool = True, calibration_samples: int = 256,
                  data: str | DataConfig | None = None, repeats: int = 10, test_samples: int | None = None,
                  seed: int = 0, overwrite: bool = False,
@@ -74,17 +81,22 @@ def run_compress(run: str | Path, out: str | Path, *, prune: float = 0.5, target
         raise ConfigError(f"--recover-epochs must be 0 (no recovery) or more, not {recover_epochs}.")
     if int8:
         check_quantization(calibration, per_channel)
+    overrides = check_recover_overrides(recover_overrides or [])
     settings = {"run": str(run), "prune": prune, "target": target, "importance": importance, "steps": steps,
                 "recover_epochs": recover_epochs, "recover_method": recover_method, "lr": lr,
-                "recover_params": recover_params or {}, "int8": int8,
+                "recover_params": recover_params or {}, "recover_overrides": overrides, "int8": int8,
                 "calibration": calibration, "per_channel": per_channel, "calibration_samples": calibration_samples,
                 "repeats": repeats, "test_samples": test_samples, "seed": seed}
+    run_cfg = run_config_of(run)
+    data_cfg = data_of(run, data)
+    if recover_epochs:  # a bad recovery setting is refused now, not after minutes of pruning
+        _recoverer(run, run_cfg, data_cfg, Path(out), recover_method=recover_method, lr=lr, seed=seed,
+                   progress=progress, recover_params=recover_params, overrides=overrides).check(
+            run_cfg.model.image_size if run_cfg else None)
     folder = RunFolder(out, overwrite=overwrite)
     with folder.hold():
         folder.check(settings)
         original = load_model(run, trust_code=trust_code)
-        run_cfg = run_config_of(run)
-        data_cfg = data_of(run, data)
         splits = load_data(data_cfg)
         work = folder.start(settings)
         bar = tqdm(total=5 if int8 else 4, desc="compress", unit="stage", disable=not progress)
@@ -95,7 +107,7 @@ def run_compress(run: str | Path, out: str | Path, *, prune: float = 0.5, target
         bar.update(1)
 
         recover = _recoverer(run, run_cfg, data_cfg, work, recover_method=recover_method, lr=lr, seed=seed,
-                             progress=progress, recover_params=recover_params)
+                             progress=progress, recover_params=recover_params, overrides=overrides)
         between = (lambda m, step: recover(m, 1, f"step-{step + 1}")) if steps > 1 and recover_epochs else None
         log(f"pruning {prune:.0%} of the {target} ({importance} importance, {steps} step(s))")
         result = stages.prune(original, amount=prune, target=target, importance=importance, steps=steps,
@@ -129,10 +141,11 @@ def run_compress(run: str | Path, out: str | Path, *, prune: float = 0.5, target
             else:
                 rows.append(stages.onnx_row("int8", final, work / "export", int8=True, existing=True))
             bar.update(1)
-        table = _table(rows)
+        interleaved = stages.interleaved(original)
+        table = _table(rows) + "\n\n" + _interleaved_table(interleaved)
         summary = {"settings": settings, "prune": result.summary(), "rows": rows,
                    "parity": export_meta["parity"] if export_meta else None, "int8_refused": refused,
-                   "machine": stages.machine()}
+                   "interleaved": interleaved, "machine": stages.machine()}
         from ..compress.plot import tradeoff_png
         from ..io import write_json, write_text
 
@@ -159,6 +172,7 @@ class _Stages:
         self.seed = seed
         self.calibration_samples = calibration_samples
         self.x1, self.x32 = batch_of(self.test, 1), batch_of(self.test, 32)
+        self.sessions: dict[str, tuple[Any, list[str]]] = {}  # "stage engine" -> ONNX Runtime session, input names
 
     @staticmethod
     def machine() -> str:
@@ -196,6 +210,7 @@ class _Stages:
         else:
             path, names, _ = export_fp32(model, batch_of(self.test, 2), folder)
         sess = session(path)
+        self.sessions[f"{stage} {'onnx-int8' if int8 else 'onnx-fp32'}"] = (sess, names)
         size = path.stat().st_size
         b1 = onnx_latency(sess, names, self.x1, repeats=self.repeats)
         b32 = onnx_latency(sess, names, self.x32, repeats=self.repeats)
@@ -204,6 +219,31 @@ class _Stages:
         if not existing:
             shutil.rmtree(folder)
         return _row(stage, "onnx-int8" if int8 else "onnx-fp32", size, params, macs, b1, b32, acc)
+
+    def interleaved(self, original: Any, rounds: int = 5) -> dict[str, Any]:
+        """The ONNX Runtime stages and the original eager model timed in turn (:func:`~transferkit.compress.measure.
+        interleaved_latency`) at batch 32 and 1, with each one's speed-up over the original in ONNX Runtime fp32."""
+        import torch
+
+        from ..compress.measure import interleaved_latency
+        from ..compress.onnx_model import OUTPUT, input_feed
+
+        out: dict[str, Any] = {"rounds": rounds, "repeats": self.repeats}
+        original.to("cpu").eval()
+        for label, x in (("batch32", self.x32), ("batch1", self.x1)):
+            runs = {"original torch": lambda x=x: _eager(original, x)}
+            for name, (sess, names) in self.sessions.items():
+                feed = input_feed(names, x)
+                runs[name] = lambda sess=sess, feed=feed: sess.run([OUTPUT], feed)
+            times = interleaved_latency(runs, rounds=rounds, repeats=self.repeats)
+            base = times.get("original onnx-fp32")
+            for t in times.values():
+                if base:
+                    t["speedup_wall"] = base["wall_ms"] / t["wall_ms"]
+                    t["speedup_cpu"] = base["cpu_ms"] / t["cpu_ms"]
+            out[label] = times
+        out["threads"] = torch.get_num_threads()
+        return out
 
     def prune(self, model: Any, **kw: Any) -> Any:
         from ..compress.measure import batch_of, loader_batches
@@ -231,6 +271,27 @@ def _row(stage: str, engine: str, size: int, params: int, macs: int, b1: float, 
             "latency_b1_ms": 1000 * b1, "latency_b32_ms": 1000 * b32, "throughput_b32": 32 / b32, "accuracy": acc}
 
 
+def _eager(model: Any, x: Any) -> None:
+    import torch
+
+    with torch.inference_mode():
+        model(x)
+
+
+def _interleaved_table(interleaved: dict[str, Any]) -> str:
+    """The interleaved timings as Markdown: per engine, batch-32 and batch-1 wall and CPU ms and the speed-ups."""
+    head = ["engine (timed in turn)", "b32 wall (ms)", "b32 CPU (ms)", "b32 speed-up over original onnx-fp32, wall / "
+            "CPU", "b1 wall (ms)", "b1 speed-up, wall / CPU"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    b32, b1 = interleaved["batch32"], interleaved["batch1"]
+    for name, t in b32.items():
+        one = b1[name]
+        lines.append(f"| {name} | {t['wall_ms']:.2f} | {t['cpu_ms']:.2f} | {t.get('speedup_wall', 0):.2f}x / "
+                     f"{t.get('speedup_cpu', 0):.2f}x | {one['wall_ms']:.3f} | {one.get('speedup_wall', 0):.2f}x / "
+                     f"{one.get('speedup_cpu', 0):.2f}x |")
+    return "\n".join(lines)
+
+
 def _table(rows: list[dict[str, Any]]) -> str:
     head = ["stage", "engine", "size (MB)", "params", "MACs", "latency b1 (ms)", "latency b32 (ms)",
             "throughput b32 (img/s)", "test accuracy"]
@@ -242,21 +303,44 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def check_recover_overrides(overrides: list[str]) -> list[str]:
+    """The recovery's ``--recover-set`` overrides, refused unless each is a ``train.*`` or ``model.method_params.*``
+    key of the fit config (the rest of the recovery's config is the run's own, or set by compress's own flags)."""
+    for item in overrides:
+        key = str(item).partition("=")[0].strip()
+        if not key.startswith(("train.", "model.method_params.")):
+            raise ConfigError(f"--recover-set '{item}' is not a recovery setting; it takes train.KEY=VALUE or "
+                              "model.method_params.KEY=VALUE (e.g. train.lr=3e-3 or model.method_params.alpha=0.7).")
+        if key in _OWN_FLAGS:
+            raise ConfigError(f"--recover-set '{item}' sets what {_OWN_FLAGS[key]} sets; use that flag instead.")
+    return [str(item) for item in overrides]
+
+
+_OWN_FLAGS = {"train.epochs": "--recover-epochs", "train.seed": "--seed", "train.progress": "the progress setting"}
+
+
 def _recoverer(run: str | Path, run_cfg: Any, data_cfg: DataConfig, work: Path, *, recover_method: str,
-               lr: float | None, seed: int, progress: bool, recover_params: dict[str, Any] | None = None) -> Any:
-    """``recover(model, epochs, name)``: fine-tune ``model`` through :func:`run_fit` into ``work/name``."""
-    from ..config import ModelConfig, RunConfig, TrainConfig
+               lr: float | None, seed: int, progress: bool, recover_params: dict[str, Any] | None = None,
+               overrides: list[str] | None = None) -> Any:
+    """``recover(model, epochs, name)``: fine-tune ``model`` through :func:`run_fit` into ``work/name``.
+
+    The recovery's config is the run's own with the recovery method, its parameters, one learning rate for the whole
+    model, then ``overrides`` (``--recover-set``, :func:`transferkit.config.apply_overrides`: checked like ``fit
+    --set``); ``recover.check(image_size)`` builds it (and the method's parameters) without training.
+    """
+    from ..config import ModelConfig, RunConfig, TrainConfig, apply_overrides
+    from ..methods import create_method
     from ..model import load_model
     from .fit import run_fit
 
-    def recover(model: Any, epochs: int, name: str) -> Any:
+    def config(image_size: int | None, epochs: int, name: str) -> Any:
         base = run_cfg or RunConfig(data=data_cfg)
         teacher = str(Path(run).absolute())
         params = ({"teacher": teacher, "teacher_mode": "online"} if recover_method == "kd"
                   else {"teacher": teacher} if recover_method == "soft-targets" else {})
         params.update(recover_params or {})
         model_cfg = dataclasses.replace(base.model if run_cfg else ModelConfig(), method=recover_method,
-                                        method_params=params, image_size=model.image_size)
+                                        method_params=params, image_size=image_size)
         # the head is not new (it was trained with the backbone): one learning rate for all, not the run's 10x head
         train = dataclasses.replace(base.train if run_cfg else TrainConfig(), epochs=epochs, seed=seed,
                                     progress=progress, early_stopping=None, freeze_blocks=0, head_lr_scale=1.0)
@@ -264,9 +348,17 @@ def _recoverer(run: str | Path, run_cfg: Any, data_cfg: DataConfig, work: Path, 
             train = dataclasses.replace(train, lr=lr)
         cfg = dataclasses.replace(base, data=data_cfg, model=model_cfg, train=train, target=None,
                                   out=str(work / name), overwrite=False)
-        result = run_fit(cfg, model=model)  # trains ``model`` itself and leaves it at its chosen epoch
+        return apply_overrides(cfg, list(overrides or [])) if overrides else cfg
+
+    def recover(model: Any, epochs: int, name: str) -> Any:
+        result = run_fit(config(model.image_size, epochs, name), model=model)  # trains ``model`` itself
         if name != "recovered":  # an intermediate step of iterative pruning: go on pruning the same module
             return model
         return load_model(result.out)  # the recovered model as saved (and as any later command will load it)
 
+    def check(image_size: int | None) -> None:
+        cfg = config(image_size, 1, "recovered")
+        create_method(cfg.model.method, cfg.model.method_params)  # checks the parameters; the teacher loads later
+
+    recover.check = check  # type: ignore[attr-defined]
     return recover

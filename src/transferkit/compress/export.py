@@ -30,7 +30,8 @@ EXPORT_FORMAT = "transferkit-export/1"
 
 def write_export(model: Any, work: Path, *, example: Any, parity_batches: list[Any],
                  calibration_batches: list[Any] | None = None, int8: bool = False, calibration: str = "minmax",
-                 per_channel: bool = True, source: dict[str, Any] | None = None) -> dict[str, Any]:
+                 per_channel: bool = True, source: dict[str, Any] | None = None, float_ends: bool = True
+                 ) -> dict[str, Any]:
     """Export ``model`` into the folder ``work`` (``model.onnx`` + ``export.json``); returns the ``export.json`` dict.
 
     The fp32 graph is checked against the PyTorch model first (always: an int8 model is only as good as the graph it
@@ -50,7 +51,7 @@ def write_export(model: Any, work: Path, *, example: Any, parity_batches: list[A
     quant = None
     if int8:
         quant = quantize_int8(path, work / MODEL_FILE, names, calibration_batches or [], calibration=calibration,
-                              per_channel=per_channel)
+                              per_channel=per_channel, float_ends=float_ends)
         checks["int8"] = parity(model, work / MODEL_FILE, names, parity_batches, int8=True)
     else:
         (fp32_dir / MODEL_FILE).replace(work / MODEL_FILE)

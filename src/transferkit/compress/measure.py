@@ -4,6 +4,13 @@ Latency is the median wall time of a batch over ``repeats`` runs after ``warmup`
 on the same preprocessed inputs, in the same process, for every stage; eager PyTorch and ONNX Runtime use the same
 number of intra-op threads (torch's). Throughput is batch-32 examples per second. The machine may be shared: ratios
 between stages measured in one run mean more than absolute times.
+
+Stages measured one after the other minutes apart see whatever load the shared machine had then (the unpruned model in
+ONNX Runtime measured at 12.9 to 27.0 ms at batch 32 over three seeds of one benchmark, BENCHMARKS.md "Compression:
+real recovery", now replaced by "Compression: iterative recovery"), so a speed-up between two stages is better read
+from :func:`interleaved_latency`: the engines run in turn, round after round, and each one's figure is the median over
+the rounds of its per-round medians; it also reports the calling thread's CPU time per run, which at one intra-op
+thread (torch and ONNX Runtime then compute on the calling thread) is the work itself, whatever else the machine runs.
 """
 
 from __future__ import annotations
@@ -40,6 +47,31 @@ def median_seconds(fn: Callable[[], Any], *, repeats: int = 10, warmup: int = 2)
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def interleaved_latency(runs: dict[str, Callable[[], Any]], *, rounds: int = 5, repeats: int = 10,
+                        warmup: int = 2) -> dict[str, dict[str, float]]:
+    """``{name: {"wall_ms": .., "cpu_ms": ..}}``: each of ``runs`` timed in turn, ``rounds`` times (the order rotated
+    every round, so no engine always follows another), its per-round medians over ``repeats`` calls, then the median
+    over the rounds; ``cpu_ms`` is the calling thread's CPU time (see the module docstring)."""
+    names = list(runs)
+    for name in names:
+        for _ in range(warmup):
+            runs[name]()
+    wall: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            w, c = [], []
+            for _ in range(repeats):
+                t0, c0 = time.perf_counter(), time.thread_time()
+                runs[name]()
+                c.append(time.thread_time() - c0)
+                w.append(time.perf_counter() - t0)
+            wall[name].append(statistics.median(w))
+            cpu[name].append(statistics.median(c))
+    return {n: {"wall_ms": 1000 * statistics.median(wall[n]), "cpu_ms": 1000 * statistics.median(cpu[n])}
+            for n in names}
 
 
 def batch_of(batches: list[tuple[Any, torch.Tensor]], n: int) -> Any:
