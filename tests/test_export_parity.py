@@ -116,7 +116,7 @@ def test_compress_keeps_the_fp32_stages_when_int8_fails_its_parity_check(tmp_pat
                       model=ModelConfig(backbone="digits-cnn", method="finetune"),
                       train=TrainConfig(epochs=1, progress=False)))
     monkeypatch.setattr(onnx_model, "INT8_MIN_AGREEMENT", 1.01)  # no int8 model can pass: the refusal path
-    result = run_compress(tmp_path / "run", tmp_path / "comp", recover_epochs=0, repeats=1, test_samples=64,
+    result = run_compress(tmp_path / "run", tmp_path / "comp", steps=1, recover_epochs=0, repeats=1, test_samples=64,
                           calibration_samples=32, progress=False)
     summary = json.loads((result.out / "compression.json").read_text())
     assert "agrees with the PyTorch model on only" in summary["int8_refused"]

@@ -7,7 +7,7 @@
     transferkit rank --data animal-mnist --backbones mobilenet_v2.imagenet,mobilenet_v2.imagenet@4,timm:resnet18~random
     transferkit compare CONFIG.yaml --methods source-only,dann,cdan --seeds 3 [--embedding tsne|pca|none]
     transferkit export RUN --format onnx [--int8] --out DIR
-    transferkit compress RUN --prune 0.5 --recover-epochs 3 --int8 --out DIR
+    transferkit compress RUN --prune 0.5 [--prune-steps 2] [--recover-epochs 5] --int8 --out DIR
     transferkit serve RUN_OR_EXPORT [--host 127.0.0.1] [--port 8000] [--max-batch 32] [--no-batching]
     transferkit report FOLDER [--out report.html]
     transferkit cache list | clear
@@ -586,10 +586,11 @@ def _add_compress_parsers(sub: typing.Any) -> None:
                     help="what --prune counts: every layer's channels (default), or the parameter / MAC total")
     cm.add_argument("--importance", default="l2", choices=["l1", "l2", "taylor"],
                     help="which channels go: weight magnitude l1 / l2 (default) or the gradient-based taylor")
-    cm.add_argument("--prune-steps", type=_positive_int, default=1,
-                    help="prune in this many steps, each but the last recovered for one epoch (default 1)")
-    cm.add_argument("--recover-epochs", type=_non_negative_int, default=3,
-                    help="epochs of fine-tuning after pruning, 0 for none (default 3)")
+    cm.add_argument("--prune-steps", type=_positive_int, default=2,
+                    help="prune in this many steps, each but the last recovered for one epoch (default 2: with 5 "
+                         "recovery epochs the measured recipe, see BENCHMARKS.md)")
+    cm.add_argument("--recover-epochs", type=_non_negative_int, default=5,
+                    help="epochs of fine-tuning after the last pruning step, 0 for none (default 5)")
     cm.add_argument("--recover-method", default="kd", choices=["kd", "soft-targets", "finetune"],
                     help="kd: distil from the unpruned model (online) plus labels (default; soft-targets is its old "
                          "name); finetune: labels only")
