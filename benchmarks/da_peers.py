@@ -13,6 +13,11 @@ skada's deep module (``skada.deep``: DANN, CDAN, DAN, DeepCORAL, MCC, MDD; no MC
 import, the peer columns say so and only transferkit's rows are measured. transferkit's ``mcd`` has no skada
 counterpart.
 
+``pytorch-adapt`` (the issue's other peer, "if it installs cleanly") does not: its last release (0.0.83, January 2023)
+pins ``torchmetrics`` 0.9.3, which imports ``pkg_resources``, gone from setuptools 81 on; it imports and runs a DANN
+step only with an old setuptools added beside it (checked by hand on 2026-12-03 in a throw-away ``--target`` folder).
+Pinning the project's setuptools back for a benchmark peer is not worth it, so it is not a column here.
+
 ``--train-size N`` trains both libraries on the same N training images per domain (a seeded draw of indices, the
 same for source and target, since the target split is the source's blended image by image), for the large
 Fashion-MNIST pair; the table's header says so. ``--results FILE`` keeps every (library, pair, method, seed) result in
