@@ -87,8 +87,9 @@ class WeightEMA(nn.Module):
 class EMAMixin:
     """For a :class:`~transferkit.methods.base.Method` whose ``params`` has ``ema`` (the decay; 0: off).
 
-    Call :meth:`ema_setup` at the end of ``setup``, :meth:`ema_step` from ``on_step_start`` (it averages in the
-    weights the previous step left) and :meth:`ema_finish` from ``finish``. :meth:`bn_batches` yields the inputs
+    Put it before :class:`~transferkit.methods.base.Method` in the bases and call :meth:`ema_setup` at the end of
+    ``setup``; its ``on_step_start`` (:meth:`ema_step`: it averages in the weights the previous step left) and
+    ``finish`` (:meth:`ema_finish`) run after the next class's. :meth:`bn_batches` yields the inputs
     whose batch-norm statistics belong to the model: by default the labelled training batches; adaptation methods
     give source and target batches together, as they train.
     """
@@ -116,6 +117,14 @@ class EMAMixin:
             return None
         loader = self._ema_loader(self._ema_train, train=True, epoch=0)
         return (to_device(x, device) for x, _ in loader)
+
+    def on_step_start(self, step: int, total_steps: int) -> None:
+        super().on_step_start(step, total_steps)  # type: ignore[misc]
+        self.ema_step(step)
+
+    def finish(self, model: TransferModel, result: Any) -> None:
+        super().finish(model, result)  # type: ignore[misc]
+        self.ema_finish(model, result)
 
     def ema_finish(self, model: TransferModel, result: Any) -> None:
         ema: WeightEMA | None = getattr(self, "weight_ema", None)

@@ -131,14 +131,6 @@ class AdaptationMethod(EMAMixin, Method):
         self._epoch = epoch
         self._streams = {}  # restart every stream from this epoch's order
 
-    def on_step_start(self, step: int, total_steps: int) -> None:
-        super().on_step_start(step, total_steps)
-        self.ema_step(step)
-
-    def finish(self, model: TransferModel, result: Any) -> None:
-        super().finish(model, result)
-        self.ema_finish(model, result)
-
     def bn_batches(self, device: torch.device) -> Iterator[Any] | None:
         """One pass over the source batches, each with a target batch in the same forward (as training has them);
         ``None`` for text (its models have no batch-norm, and its batches are dicts)."""

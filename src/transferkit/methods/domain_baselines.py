@@ -20,12 +20,11 @@ ceiling).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from ..config import param
 from ..data.base import Dataset
 from ..errors import ConfigError, DataError
-from ..model import TransferModel
 from .averaging import EMAMixin
 from .base import FitContext, Method
 from .registry import register
@@ -46,14 +45,6 @@ class SourceOnly(EMAMixin, Method):
     def setup(self, ctx: FitContext) -> None:
         super().setup(ctx)
         self.ema_setup(ctx)
-
-    def on_step_start(self, step: int, total_steps: int) -> None:
-        super().on_step_start(step, total_steps)
-        self.ema_step(step)
-
-    def finish(self, model: TransferModel, result: Any) -> None:
-        super().finish(model, result)
-        self.ema_finish(model, result)
 
 
 @register
