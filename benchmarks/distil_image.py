@@ -18,11 +18,15 @@ every row; the cross-entropy covers the labelled rows only. Their label-only twi
 labels alone for as many optimiser steps (more epochs over the few labels), so the transfer rows do not win by
 training longer; ``kd-steps`` / ``dist-steps`` (any ``METHOD-steps``) are that method on the labels alone for the same
 number of steps. ``--transfer-params`` sets their method parameters (by method, then by row name:
-``fitnets-kd-transfer`` is ``fitnets`` with its own parameters, e.g. the family's logit-KD term ``alpha``);
+``fitnets-kd-transfer`` is ``fitnets`` with its own parameters, e.g. the family's logit-KD term ``alpha``;
+``seed-distil-b0-transfer`` is ``seed-distil`` with ``beta: 0``, its control: the same rows, batches and teacher
+passes without the SEED term);
 ``--labelled-share S`` gives every transfer row ``labelled_share: S`` (the labelled images repeated to about that
-share of each epoch) and the twin as many steps. ``--validate N`` scores every row on N held-out images of the
-training split (outside the seed's labelled draw and removed from the transfer set) instead of the test split: the way
-to choose settings without the test. Scores on
+share of each epoch) and the twin as many steps; ``--transfer-batch B`` is the transfer rows' batch size (64 with
+share 0.5: about 32 labelled images per step, as many as the twin's batch of 32, plus 32 unlabelled ones, the
+semi-supervised way of keeping the label signal per step equal). ``--validate N`` scores every row on N held-out
+images of the training split (outside the seed's labelled draw and removed from the transfer set) instead of the test
+split: the way to choose settings without the test. Scores on
 the fixed test split: accuracy and agreement with the teacher's predictions (mean +- sample std over seeds), the
 paired gain over the label-only student (mean +- std of the per-seed differences; "beyond noise" when the mean
 exceeds two standard errors), parameters and the wall time per run.
@@ -31,6 +35,8 @@ exceeds two standard errors), parameters and the wall time per run.
     .venv/bin/python benchmarks/distil_image.py --seeds 0 --methods finetune kd fitnets --results runs/d.json
     .venv/bin/python benchmarks/distil_image.py --params '{"fitnets": {"beta": 3.0}}'
     .venv/bin/python benchmarks/distil_image.py --methods finetune finetune-steps kd dist kd-transfer dist-transfer
+    .venv/bin/python benchmarks/distil_image.py --transfer-epochs 4 --labelled-share 0.5 --transfer-batch 64 \
+        --methods finetune-steps kd-transfer seed-distil-transfer seed-distil-b0-transfer
     .venv/bin/python benchmarks/distil_image.py --seeds 0 --validate 1000 --labelled-share 0.25 --methods \
         finetune-steps kd-transfer fitnets-transfer --transfer-params '{"fitnets": {"beta": 1}}'
 
@@ -69,12 +75,15 @@ from transferkit.methods.transfer_set import labelled_repeats  # noqa: E402
 
 METHODS = ["finetune", "kd", "rkd", "dist", "fitnets", "finetune-steps", "kd-transfer", "dist-transfer"]
 #: transfer-set rows: the method each runs (see the module docstring)
-TRANSFER = {f"{m}-transfer": m for m in ("kd", "dist", "rkd", "attention", "fitnets")}
+TRANSFER = {f"{m}-transfer": m for m in ("kd", "dist", "rkd", "attention", "fitnets", "seed-distil")}
 TRANSFER["fitnets-kd-transfer"] = "fitnets"  # FitNets hints plus the family's logit-KD term (alpha > 0)
+TRANSFER["seed-distil-b0-transfer"] = "seed-distil"  # its control: the same rows and steps, beta 0 (no SEED term)
+#: parameters a row always has (after --transfer-params)
+ROW_PARAMS: dict[str, dict[str, Any]] = {"seed-distil-b0-transfer": {"beta": 0.0}}
 #: two-stage rows (Romero et al.'s FitNets: hints first, then training on the labels): stage 1 is the transfer row of
 #: the method for ``--pre-epochs`` epochs, stage 2 fine-tunes its backbone (new head) on the labels alone for the rest
 #: of the twin's steps
-PRE = {f"{m}-pre": m for m in ("fitnets", "rkd", "attention")}
+PRE = {f"{m}-pre": m for m in ("fitnets", "rkd", "attention", "seed-distil")}
 #: per-method parameters besides the teacher (the methods' defaults otherwise)
 PARAMS: dict[str, dict[str, Any]] = {
     "kd": {"alpha": 0.5, "temperature": 4.0},  # kd's defaults
@@ -140,7 +149,7 @@ def transfer_steps(args: argparse.Namespace) -> tuple[int, int]:
     n_lab = args.shots * 10
     n_unl = args.transfer or 6801 - n_lab - args.validate
     n_all = n_lab * labelled_repeats(n_lab, n_unl, args.labelled_share) + n_unl
-    steps = batches_per_epoch(n_all, 32, train=True) * args.transfer_epochs
+    steps = batches_per_epoch(n_all, args.transfer_batch, train=True) * args.transfer_epochs
     return steps, math.ceil(steps / batches_per_epoch(n_lab, 32, train=True))
 
 
@@ -165,15 +174,17 @@ def run_one(method: str, seed: int, teacher: Path, args: argparse.Namespace, ext
             params["labelled_share"] = args.labelled_share
         if method != f"{name}-transfer":  # a row's own parameters (a METHOD-pre row's stage 1 may change the share)
             params.update(transfer_params.get(method, {}))
+        params.update(ROW_PARAMS.get(method, {}))
     clf = TransferClassifier(backbone=args.student, pretrained=False, image_size=args.student_size, method=name,
-                             method_params=params, epochs=epochs, batch_size=32, lr=args.lr,
+                             method_params=params, epochs=epochs, batch_size=args.transfer_batch if taught else 32,
+                             lr=args.lr,
                              augment="light", seed=seed, progress=False, warmup_fraction=0.1, monitor="last")
     t0 = time.perf_counter()
     clf.fit(splits_train, extra=fit_extra)
     seconds = time.perf_counter() - t0
     n_lab, n_unl = len(splits_train), len(fit_extra["unlabelled"]) if fit_extra else 0
     rows = n_lab * labelled_repeats(n_lab, n_unl, params.get("labelled_share", 0.0)) + n_unl
-    steps = epochs * batches_per_epoch(rows, 32, train=True)
+    steps = epochs * batches_per_epoch(rows, args.transfer_batch if taught else 32, train=True)
     if method in PRE:  # stage 2: the stage-1 backbone, a new head, the labels alone, up to the twin's steps
         twin_steps = transfer_steps(args)[1] * batches_per_epoch(n_lab, 32, train=True)
         epochs2 = max(1, math.ceil((twin_steps - steps) / batches_per_epoch(n_lab, 32, train=True)))
@@ -220,6 +231,9 @@ def main() -> None:
                     help="JSON: method -> method_params of the transfer-set rows")
     ap.add_argument("--pre-epochs", type=int, default=1,
                     help="two-stage rows (METHOD-pre): epochs of stage 1 over labelled + unlabelled rows")
+    ap.add_argument("--transfer-batch", type=int, default=32,
+                    help="batch size of the transfer rows (e.g. 64 with --labelled-share 0.5: about 32 labelled "
+                         "images per step, the twin's batch, plus 32 unlabelled)")
     ap.add_argument("--labelled-share", type=float, default=0.0,
                     help="transfer rows: repeat the labelled images to this share of each epoch (labelled_share)")
     ap.add_argument("--validate", type=int, default=0,

@@ -35,6 +35,7 @@ BUILTIN_METHODS: dict[str, str] = {
     "attention": "attention_transfer:AttentionTransfer",
     "rkd": "rkd:RKD",
     "dist": "dist:DIST",
+    "seed-distil": "seed_distil:SEEDDistil",
     "source-only": "domain_baselines:SourceOnly",
     "target-oracle": "domain_baselines:TargetOracle",
     "dann": "dann:DANN",
