@@ -301,8 +301,6 @@ def _neighbour_overlap(student: TransferModel, teacher: TransferModel, ds, k: in
 
 def _distance(name: str, student: TransferModel, teacher: TransferModel, params: dict, ds) -> float:
     """How far the student is from the teacher by the measure its method optimises (lower is closer)."""
-    if name == "seed-distil":  # the teacher's neighbourhoods: 1 - the share of common nearest neighbours
-        return 1.0 - _neighbour_overlap(student, teacher, ds)
     s_layers, t_layers = params.get("student_layers", ["stage2"]), params.get("teacher_layers", ["features.18"])
     (s,), zs = _tapped(student, s_layers, ds)
     (t,), zt = _tapped(teacher, t_layers, ds)

@@ -34,6 +34,12 @@ def as_vector(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(t.shape[0], -1)
 
 
+def width_of(shape: torch.Size) -> int:
+    """The width :func:`as_vector` leaves of an output of this shape: channels of a spatial map or vector (dim 1),
+    features of a token map (the last dim)."""
+    return int(shape[-1] if len(shape) == 3 else shape[1])
+
+
 def same_kind(s: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Both tensors as the same kind of output: as they are when their ranks agree, else both pooled to vectors."""
     if s.ndim == t.ndim and s.ndim in (2, 3, 4):

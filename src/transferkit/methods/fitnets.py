@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..config import param
-from .distil_losses import grid_of, hint_loss, resize_to, same_kind
+from .distil_losses import grid_of, hint_loss, resize_to, same_kind, width_of
 from .feature_distil import LayerParams, OnlineDistillation
 from .registry import register
 
@@ -39,11 +39,6 @@ class FitNetsParams(LayerParams):
     beta: float = field(default=100.0, metadata=param(ge=0))  # weight of the hint (MSE) term
 
 
-def _width(shape: torch.Size) -> int:
-    """Channels of a spatial map or vector (dim 1), features of a token map (the last dim)."""
-    return int(shape[-1] if len(shape) == 3 else shape[1])
-
-
 class Projection(nn.Module):
     """``r_j``: a 1x1 convolution for spatial maps, a linear layer for token maps and vectors."""
 
@@ -51,8 +46,8 @@ class Projection(nn.Module):
         super().__init__()
         same = len(s_shape) == len(t_shape) and len(s_shape) in (2, 3, 4)
         kind = len(s_shape) if same else 2  # outputs of different kinds are compared as vectors
-        self.map = nn.Conv2d(_width(s_shape), _width(t_shape), kernel_size=1) if kind == 4 else \
-            nn.Linear(_width(s_shape), _width(t_shape))
+        self.map = nn.Conv2d(width_of(s_shape), width_of(t_shape), kernel_size=1) if kind == 4 else \
+            nn.Linear(width_of(s_shape), width_of(t_shape))
 
     def forward(self, s: torch.Tensor) -> torch.Tensor:
         return self.map(s)

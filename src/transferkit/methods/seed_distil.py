@@ -44,7 +44,7 @@ from torch import nn
 from ..config import param
 from ..errors import ConfigError
 from ..model import TransferModel
-from .distil_losses import as_vector
+from .distil_losses import as_vector, width_of
 from .feature_distil import LayerParams, OnlineDistillation
 from .registry import register
 
@@ -85,8 +85,7 @@ class SEEDDistil(OnlineDistillation):
         if len(s_shapes) != 1:
             raise ConfigError("Method 'seed-distil' compares one embedding per example; name one student layer and "
                               "one teacher layer (or leave both unset: the backbones' outputs).")
-        d_s = int(s_shapes[0][1]) if len(s_shapes[0]) != 3 else int(s_shapes[0][-1])
-        d_t = int(t_shapes[0][1]) if len(t_shapes[0]) != 3 else int(t_shapes[0][-1])
+        d_s, d_t = width_of(s_shapes[0]), width_of(t_shapes[0])
         h = self.params.hidden
         self.projection = nn.Sequential(nn.Linear(d_s, h), nn.ReLU(inplace=True), nn.Linear(h, d_t))
         self.register_buffer("anchors", torch.zeros(self.params.queue, d_t))
